@@ -1,0 +1,180 @@
+//! Channel names and what their prefix makes them (PROTOCOL.md §3).
+
+/// Longest channel name Pusher accepts.
+pub const MAX_CHANNEL_NAME_LEN: usize = 164;
+/// Longest event name Pusher accepts.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+/// The prefix of a signed-in user's own channel; only the server makes these.
+pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+
+/// What a channel's prefix makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    Public,
+    Private,
+    /// `private-encrypted-`: authorised like private; the server never looks inside the payload.
+    PrivateEncrypted,
+    Presence,
+    /// `#server-to-user-{id}`: exists for `sendToUser`, cannot be subscribed to.
+    User,
+}
+
+impl ChannelKind {
+    /// Whether subscribing needs a signed `auth`.
+    pub fn needs_auth(self) -> bool {
+        matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
+    }
+}
+
+/// A validated channel name with its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelName<'a> {
+    pub name: &'a str,
+    pub kind: ChannelKind,
+    /// `cache-` channels keep their last event for new subscribers.
+    pub cache: bool,
+}
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidChannel {
+    #[error("channel name is empty")]
+    Empty,
+    #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} characters")]
+    TooLong,
+    #[error("channel name may only contain A-Z, a-z, 0-9, _, -, =, @, ',', '.' and ';'")]
+    BadCharacter,
+}
+
+impl<'a> ChannelName<'a> {
+    /// Validates a name sent by a client or through the HTTP API.
+    ///
+    /// `#` is refused here: names with it are made by the server only.
+    pub fn parse(name: &'a str) -> Result<Self, InvalidChannel> {
+        if name.is_empty() {
+            return Err(InvalidChannel::Empty);
+        }
+        if name.len() > MAX_CHANNEL_NAME_LEN {
+            return Err(InvalidChannel::TooLong);
+        }
+        if !name.bytes().all(is_channel_char) {
+            return Err(InvalidChannel::BadCharacter);
+        }
+        Ok(Self::classify(name))
+    }
+
+    /// Validates a name the HTTP API may publish to: as [`ChannelName::parse`], plus user channels
+    /// (`#server-to-user-{id}`), which the SDKs' `sendToUser` publishes to.
+    pub fn parse_for_publish(name: &'a str) -> Result<Self, InvalidChannel> {
+        if let Some(user) = name.strip_prefix(USER_CHANNEL_PREFIX) {
+            if user.is_empty() {
+                return Err(InvalidChannel::Empty);
+            }
+            if name.len() > MAX_CHANNEL_NAME_LEN {
+                return Err(InvalidChannel::TooLong);
+            }
+            if !user.bytes().all(is_channel_char) {
+                return Err(InvalidChannel::BadCharacter);
+            }
+            return Ok(ChannelName { name, kind: ChannelKind::User, cache: false });
+        }
+        Self::parse(name)
+    }
+
+    fn classify(name: &'a str) -> Self {
+        // Longest prefixes first: `private-encrypted-` and `private-cache-` are also `private-`.
+        const PREFIXES: &[(&str, ChannelKind, bool)] = &[
+            ("private-encrypted-cache-", ChannelKind::PrivateEncrypted, true),
+            ("private-encrypted-", ChannelKind::PrivateEncrypted, false),
+            ("private-cache-", ChannelKind::Private, true),
+            ("presence-cache-", ChannelKind::Presence, true),
+            ("cache-", ChannelKind::Public, true),
+            ("private-", ChannelKind::Private, false),
+            ("presence-", ChannelKind::Presence, false),
+        ];
+        for (prefix, kind, cache) in PREFIXES {
+            if name.starts_with(prefix) {
+                return ChannelName { name, kind: *kind, cache: *cache };
+            }
+        }
+        ChannelName { name, kind: ChannelKind::Public, cache: false }
+    }
+}
+
+fn is_channel_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
+}
+
+/// Why an event name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEventName {
+    #[error("event name is empty")]
+    Empty,
+    #[error("event name is longer than {MAX_EVENT_NAME_LEN} characters")]
+    TooLong,
+}
+
+/// Validates an event name: 1 to 200 characters.
+pub fn validate_event_name(name: &str) -> Result<(), InvalidEventName> {
+    if name.is_empty() {
+        Err(InvalidEventName::Empty)
+    } else if name.chars().count() > MAX_EVENT_NAME_LEN {
+        Err(InvalidEventName::TooLong)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(name: &str) -> (ChannelKind, bool) {
+        let c = ChannelName::parse(name).unwrap();
+        (c.kind, c.cache)
+    }
+
+    #[test]
+    fn prefixes_decide_the_kind() {
+        assert_eq!(kind("orders"), (ChannelKind::Public, false));
+        assert_eq!(kind("private-orders"), (ChannelKind::Private, false));
+        assert_eq!(kind("private-encrypted-x"), (ChannelKind::PrivateEncrypted, false));
+        assert_eq!(kind("presence-room"), (ChannelKind::Presence, false));
+        assert_eq!(kind("cache-prices"), (ChannelKind::Public, true));
+        assert_eq!(kind("private-cache-x"), (ChannelKind::Private, true));
+        assert_eq!(kind("presence-cache-x"), (ChannelKind::Presence, true));
+        assert_eq!(kind("private-encrypted-cache-x"), (ChannelKind::PrivateEncrypted, true));
+        // A prefix must be the whole prefix, not a look-alike.
+        assert_eq!(kind("privateroom"), (ChannelKind::Public, false));
+        assert_eq!(kind("presence"), (ChannelKind::Public, false));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(ChannelName::parse("a-Z_0=@,.;").is_ok());
+        assert_eq!(ChannelName::parse(""), Err(InvalidChannel::Empty));
+        assert_eq!(ChannelName::parse(&"a".repeat(165)), Err(InvalidChannel::TooLong));
+        assert!(ChannelName::parse(&"a".repeat(164)).is_ok());
+        for bad in ["a b", "a/b", "a#b", "é", "a\u{0}", "#server-to-user-1", "a:b", "a*"] {
+            assert_eq!(ChannelName::parse(bad), Err(InvalidChannel::BadCharacter), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_channels_only_for_publishing() {
+        let c = ChannelName::parse_for_publish("#server-to-user-42").unwrap();
+        assert_eq!(c.kind, ChannelKind::User);
+        assert!(ChannelName::parse_for_publish("#server-to-user-").is_err());
+        assert!(ChannelName::parse_for_publish("#server-to-user-a b").is_err());
+        assert!(ChannelName::parse_for_publish("#other").is_err());
+        assert!(ChannelName::parse("#server-to-user-42").is_err());
+    }
+
+    #[test]
+    fn event_names_are_bounded() {
+        assert!(validate_event_name("order.shipped").is_ok());
+        assert_eq!(validate_event_name(""), Err(InvalidEventName::Empty));
+        assert!(validate_event_name(&"é".repeat(200)).is_ok());
+        assert_eq!(validate_event_name(&"e".repeat(201)), Err(InvalidEventName::TooLong));
+    }
+}

@@ -1,0 +1,234 @@
+//! Server-to-client messages, serialised once into shareable bytes.
+//!
+//! A [`Frame`] is the complete JSON text of one message. A broadcast builds one frame and every
+//! subscriber's queue holds a reference-counted clone of the same bytes: fan-out never serialises or
+//! copies per subscriber.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::error::ErrorCode;
+use super::socket_id::SocketId;
+
+/// One ready-to-send text message. Always valid UTF-8 (it is only ever built from `String`s).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Frame").field(&self.as_str()).finish()
+    }
+}
+
+impl Frame {
+    fn from_string(s: String) -> Self {
+        Frame(Bytes::from(s))
+    }
+
+    /// The frame's bytes, shared (cloning is a reference-count increment).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Takes the bytes out of the frame.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// The frame as text.
+    pub fn as_str(&self) -> &str {
+        // Every constructor starts from a `String`, so the bytes are UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `pusher:connection_established`, with `data` a JSON string as pusher-js expects.
+    pub fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -> Self {
+        let data = format!(r#"{{"socket_id":"{socket_id}","activity_timeout":{activity_timeout_secs}}}"#);
+        Self::internal("pusher:connection_established", None, &data)
+    }
+
+    /// `pusher:error` with `data` as an object (pusher-js accepts an object or a string).
+    pub fn error(code: ErrorCode, message: &str) -> Self {
+        let mut out = String::with_capacity(64 + message.len());
+        out.push_str(r#"{"event":"pusher:error","data":{"code":"#);
+        out.push_str(&code.code().to_string());
+        out.push_str(r#","message":"#);
+        push_json_string(&mut out, message);
+        out.push_str("}}");
+        Self::from_string(out)
+    }
+
+    pub fn pong() -> Self {
+        Self::from_string(r#"{"event":"pusher:pong","data":"{}"}"#.to_owned())
+    }
+
+    pub fn ping() -> Self {
+        Self::from_string(r#"{"event":"pusher:ping","data":"{}"}"#.to_owned())
+    }
+
+    /// `pusher_internal:subscription_succeeded`; `data_json` is the JSON text that goes, string-encoded,
+    /// into `data` (`{}` for public channels, the presence block for presence channels).
+    pub fn subscription_succeeded(channel: &str, data_json: &str) -> Self {
+        Self::internal("pusher_internal:subscription_succeeded", Some(channel), data_json)
+    }
+
+    /// `pusher:subscription_error`, channel-scoped so that Echo's `.error()` callback sees it.
+    pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> Self {
+        let mut out = String::with_capacity(96 + channel.len() + error.len());
+        out.push_str(r#"{"event":"pusher:subscription_error","channel":"#);
+        push_json_string(&mut out, channel);
+        out.push_str(r#","data":{"type":"#);
+        push_json_string(&mut out, kind);
+        out.push_str(r#","error":"#);
+        push_json_string(&mut out, error);
+        out.push_str(r#","status":"#);
+        out.push_str(&status.to_string());
+        out.push_str("}}");
+        Self::from_string(out)
+    }
+
+    /// An application event published through the HTTP API: `data` is the published string,
+    /// passed through byte for byte (JSON-escaped into the envelope).
+    pub fn event(event: &str, channel: &str, data: &str) -> Self {
+        let mut out = String::with_capacity(40 + event.len() + channel.len() + data.len() * 9 / 8);
+        out.push_str(r#"{"event":"#);
+        push_json_string(&mut out, event);
+        out.push_str(r#","channel":"#);
+        push_json_string(&mut out, channel);
+        out.push_str(r#","data":"#);
+        push_json_string(&mut out, data);
+        out.push('}');
+        Self::from_string(out)
+    }
+
+    /// A client event (`client-*`) relayed to the channel's other subscribers: `data` is the raw JSON
+    /// the client sent, untouched; `user_id` is added on presence channels.
+    pub fn client_event(event: &str, channel: &str, data: Option<&RawValue>, user_id: Option<&str>) -> Self {
+        let raw = data.map(RawValue::get).unwrap_or("null");
+        let mut out = String::with_capacity(48 + event.len() + channel.len() + raw.len());
+        out.push_str(r#"{"event":"#);
+        push_json_string(&mut out, event);
+        out.push_str(r#","channel":"#);
+        push_json_string(&mut out, channel);
+        out.push_str(r#","data":"#);
+        out.push_str(raw);
+        if let Some(user_id) = user_id {
+            out.push_str(r#","user_id":"#);
+            push_json_string(&mut out, user_id);
+        }
+        out.push('}');
+        Self::from_string(out)
+    }
+
+    /// A `pusher:` / `pusher_internal:` event whose `data` is JSON text sent as a string.
+    pub fn internal(event: &str, channel: Option<&str>, data_json: &str) -> Self {
+        let mut out = String::with_capacity(48 + event.len() + data_json.len() * 9 / 8);
+        out.push_str(r#"{"event":"#);
+        push_json_string(&mut out, event);
+        if let Some(channel) = channel {
+            out.push_str(r#","channel":"#);
+            push_json_string(&mut out, channel);
+        }
+        out.push_str(r#","data":"#);
+        push_json_string(&mut out, data_json);
+        out.push('}');
+        Self::from_string(out)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn json(frame: &Frame) -> Value {
+        serde_json::from_str(frame.as_str()).expect("frames are valid JSON")
+    }
+
+    #[test]
+    fn connection_established_has_data_as_a_json_string() {
+        let f = Frame::connection_established(SocketId { node: 12, seq: 34 }, 30);
+        let v = json(&f);
+        assert_eq!(v["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["socket_id"], "12.34");
+        assert_eq!(data["activity_timeout"], 30);
+    }
+
+    #[test]
+    fn event_data_passes_through_byte_for_byte() {
+        let data = "{\"some\":\"data\",\"q\":\"\\\"\",\"nl\":\"a\nb\",\"ctl\":\"\u{1}\",\"u\":\"é😀\"}";
+        let f = Frame::event("order.shipped", "orders", data);
+        let v = json(&f);
+        assert_eq!(v["event"], "order.shipped");
+        assert_eq!(v["channel"], "orders");
+        assert_eq!(v["data"].as_str().unwrap(), data);
+    }
+
+    #[test]
+    fn error_and_subscription_error_shapes() {
+        let v = json(&Frame::error(ErrorCode::AppNotFound, "App key \"x\" not found"));
+        assert_eq!(v["event"], "pusher:error");
+        assert_eq!(v["data"]["code"], 4001);
+        assert_eq!(v["data"]["message"], "App key \"x\" not found");
+
+        let v = json(&Frame::subscription_error("private-x", "AuthError", "bad", 401));
+        assert_eq!(v["channel"], "private-x");
+        assert_eq!(v["data"]["status"], 401);
+        assert_eq!(v["data"]["type"], "AuthError");
+    }
+
+    #[test]
+    fn client_event_keeps_raw_data_and_adds_user_id() {
+        let raw = RawValue::from_string(r#"{"typing": true}"#.to_owned()).unwrap();
+        let v = json(&Frame::client_event("client-typing", "presence-r", Some(&raw), Some("7")));
+        assert_eq!(v["data"]["typing"], true);
+        assert_eq!(v["user_id"], "7");
+        assert!(Frame::client_event("client-x", "private-r", Some(&raw), None)
+            .as_str()
+            .contains(r#""data":{"typing": true}"#));
+    }
+
+    #[test]
+    fn json_strings_match_serde() {
+        for s in ["", "plain", "q\"b\\s", "\u{0}\u{1f}\u{7f}", "tab\there", "ünï😀"] {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The Pusher protocol as pure data: messages, channel names, signatures and error codes.
+//!
+//! Nothing in here does I/O or knows about tokio, so every rule of the wire format can be unit-tested
+//! with plain values (and fuzzed). The layers above turn bytes from sockets and HTTP requests into
+//! these types and back.
+
+pub mod channel;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod signature;
+pub mod socket_id;
+
+pub use channel::{ChannelKind, ChannelName};
+pub use error::ErrorCode;
+pub use frame::Frame;
+pub use message::{ClientMessage, ProtocolError};
+pub use socket_id::SocketId;
