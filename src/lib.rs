@@ -5,4 +5,10 @@
 //! A message enters at [`server::http_api`] (HTTP publish) or [`connection`] (client events), fans out in
 //! [`hub`], and leaves through each connection's writer in [`connection`].
 
+pub mod adapter;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod hub;
 pub mod protocol;
+pub mod server;

@@ -14,12 +14,23 @@ pub enum ClientMessage<'a> {
     Ping,
     Pong,
     Subscribe(Subscribe),
-    Unsubscribe { channel: String },
-    Signin { auth: String, user_data: String },
+    Unsubscribe {
+        channel: String,
+    },
+    Signin {
+        auth: String,
+        user_data: String,
+    },
     /// A `client-*` event to relay to the channel's other subscribers.
-    ClientEvent { event: Cow<'a, str>, channel: Cow<'a, str>, data: Option<&'a RawValue> },
+    ClientEvent {
+        event: Cow<'a, str>,
+        channel: Cow<'a, str>,
+        data: Option<&'a RawValue>,
+    },
     /// Any other event name; answered with an error.
-    Unknown { event: Cow<'a, str> },
+    Unknown {
+        event: Cow<'a, str>,
+    },
 }
 
 /// The fields of `pusher:subscribe`.

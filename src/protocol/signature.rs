@@ -22,7 +22,9 @@ pub fn sign(secret: &str, message: &str) -> String {
 
 /// Whether `signature_hex` is the HMAC of `message` under `secret`, compared in constant time.
 pub fn verify(secret: &str, message: &str, signature_hex: &str) -> bool {
-    let Ok(given) = hex::decode(signature_hex) else { return false };
+    let Ok(given) = hex::decode(signature_hex) else {
+        return false;
+    };
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(message.as_bytes());
     mac.verify_slice(&given).is_ok()
@@ -43,7 +45,9 @@ pub fn signin_message(socket_id: &str, user_data: &str) -> String {
 
 /// Checks an `auth` of the form `key:signature` for `message`.
 pub fn verify_auth(app_key: &str, secret: &str, message: &str, auth: &str) -> bool {
-    let Some((key, signature)) = auth.split_once(':') else { return false };
+    let Some((key, signature)) = auth.split_once(':') else {
+        return false;
+    };
     let key_ok: bool = key.as_bytes().ct_eq(app_key.as_bytes()).into();
     // Always compute the HMAC so that a wrong key costs the same time as a wrong signature.
     let sig_ok = verify(secret, message, signature);
@@ -118,7 +122,12 @@ pub fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)])
 }
 
 /// Verifies an HTTP API request against the app's key and secret at time `now_secs`.
-pub fn verify_api_request(app_key: &str, secret: &str, req: &ApiRequest<'_>, now_secs: i64) -> Result<(), ApiAuthError> {
+pub fn verify_api_request(
+    app_key: &str,
+    secret: &str,
+    req: &ApiRequest<'_>,
+    now_secs: i64,
+) -> Result<(), ApiAuthError> {
     let params = decode_query(req.query);
     let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
@@ -138,13 +147,9 @@ pub fn verify_api_request(app_key: &str, secret: &str, req: &ApiRequest<'_>, now
         return Err(ApiAuthError::Expired);
     }
     match get("body_md5") {
-        Some(given) => {
-            if !given.eq_ignore_ascii_case(&md5_hex(req.body)) {
-                return Err(ApiAuthError::BodyMd5Mismatch);
-            }
-        }
+        Some(given) if !given.eq_ignore_ascii_case(&md5_hex(req.body)) => return Err(ApiAuthError::BodyMd5Mismatch),
         None if !req.body.is_empty() => return Err(ApiAuthError::BodyMd5Missing),
-        None => {}
+        _ => {}
     }
     let to_sign = api_string_to_sign(req.method, req.path, &params);
     if verify(secret, &to_sign, &signature.to_ascii_lowercase()) {
@@ -156,7 +161,15 @@ pub fn verify_api_request(app_key: &str, secret: &str, req: &ApiRequest<'_>, now
 
 /// Signs an HTTP API request the way the Pusher SDKs do; returns the query string to send.
 /// Used by Herald's own `trigger` tool and the tests.
-pub fn sign_api_request(app_key: &str, secret: &str, method: &str, path: &str, body: &[u8], extra: &[(&str, &str)], now_secs: i64) -> String {
+pub fn sign_api_request(
+    app_key: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+    now_secs: i64,
+) -> String {
     let mut params: Vec<(String, String)> = vec![
         ("auth_key".into(), app_key.into()),
         ("auth_timestamp".into(), now_secs.to_string()),
@@ -311,7 +324,9 @@ mod tests {
     fn terminate_connections_vector() {
         let body = b"{}";
         assert_eq!(md5_hex(body), "99914b932bd37a50b983c5e7c90ae93b");
-        let params = decode_query(&format!("auth_key={KEY}&auth_timestamp={TS}&auth_version=1.0&body_md5=99914b932bd37a50b983c5e7c90ae93b"));
+        let params = decode_query(&format!(
+            "auth_key={KEY}&auth_timestamp={TS}&auth_version=1.0&body_md5=99914b932bd37a50b983c5e7c90ae93b"
+        ));
         let s = api_string_to_sign("POST", "/apps/3/users/42/terminate_connections", &params);
         assert_eq!(sign(SECRET, &s), "2829710742ff5f799010258297d09016e2366257e3e954039eeda349073a2bcf");
     }

@@ -1,0 +1,51 @@
+//! Adapters: how a hub reaches its peers.
+//!
+//! A hub never delivers a publish to its own sockets directly: it hands the message to its adapter,
+//! which delivers it to every node of the deployment, this one included. [`LocalAdapter`] is the
+//! single-process case and simply calls back into this node; a Redis adapter publishes on Redis and
+//! each node's subscriber loop calls back into its own node. Cluster-wide questions (how many
+//! subscribers, which channels are occupied) are answered here for the same reason.
+
+mod local;
+
+use async_trait::async_trait;
+
+use crate::protocol::{Frame, SocketId};
+
+pub use local::LocalAdapter;
+
+/// One message for every subscriber of a channel, on every node.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    pub app_id: String,
+    pub channel: String,
+    /// The complete message, serialised once.
+    pub frame: Frame,
+    /// A socket that must not receive it (the publisher's own, for `socket_id` exclusion).
+    pub except: Option<SocketId>,
+}
+
+/// What a node offers its adapter: local delivery and local counts.
+pub trait LocalNode: Send + Sync + 'static {
+    /// Delivers to this node's subscribers; returns how many sockets the frame was queued for.
+    fn deliver(&self, broadcast: &Broadcast) -> usize;
+    /// This node's subscriber count for a channel.
+    fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
+    /// This node's occupied channels of an app, with their subscriber counts.
+    fn channels(&self, app_id: &str) -> Vec<(String, usize)>;
+    /// This node's open connections of an app.
+    fn connection_count(&self, app_id: &str) -> usize;
+}
+
+/// The cluster as a hub sees it.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// Delivers a broadcast on every node. Returns the number of local deliveries (for metrics).
+    async fn publish(&self, broadcast: Broadcast) -> usize;
+    /// Subscribers of a channel across the cluster.
+    async fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
+    /// Occupied channels across the cluster, with subscriber counts.
+    async fn channels(&self, app_id: &str) -> Vec<(String, usize)>;
+    /// Open connections of an app across the cluster.
+    async fn connection_count(&self, app_id: &str) -> usize;
+}

@@ -1,0 +1,47 @@
+//! The command line: parses, then calls the layers below. Nothing here is needed by a library user.
+
+pub mod start;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "A real-time WebSocket server speaking the Pusher protocol v7")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (like `php artisan reverb:start`).
+    Start(StartArgs),
+    /// Print a commented sample configuration file.
+    Config,
+}
+
+#[derive(clap::Args)]
+pub struct StartArgs {
+    /// Address to bind (overrides REVERB_SERVER_HOST and the file).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind (overrides REVERB_SERVER_PORT and the file).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Verbose logging: every connection and message event.
+    #[arg(long)]
+    pub debug: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,87 @@
+//! `herald start`: load the configuration, bind, serve until SIGINT/SIGTERM.
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use super::{LogFormat, StartArgs};
+use crate::config::{Config, Overrides};
+use crate::hub::Hub;
+use crate::server::Server;
+
+pub fn init_logging(debug: bool, format: LogFormat) {
+    let default = if debug { "herald=debug,info" } else { "herald=info,warn" };
+    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let overrides = Overrides { host: args.host.clone(), port: args.port };
+    let config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    if config.scaling.enabled {
+        anyhow::bail!("[scaling] enabled = true: Redis scaling is not available in this build yet");
+    }
+    if config.server.tls.is_some() {
+        anyhow::bail!(
+            "[server.tls] is set: built-in TLS is not available in this build yet; terminate TLS in a reverse proxy"
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let hub = Hub::local(&config.apps);
+    let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
+    let addr = server.local_addr()?;
+    print_banner(&config, addr);
+
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received");
+        shutdown.cancel();
+    });
+    server.run().await
+}
+
+/// What a user needs to connect, on stdout. Secrets are shown only for the embedded demo app.
+fn print_banner(config: &Config, addr: std::net::SocketAddr) {
+    let path = &config.server.path;
+    println!("Herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    for app in &config.apps {
+        println!("  app id={} key={}  ->  ws://{addr}{path}/app/{}", app.id, app.key, app.key);
+    }
+    if config.uses_default_app() {
+        let app = &config.apps[0];
+        println!(
+            "  demo credentials: REVERB_APP_ID={} REVERB_APP_KEY={} REVERB_APP_SECRET={}",
+            app.id, app.key, app.secret
+        );
+        warn!("serving the embedded demo app: set REVERB_APP_* or --config for production");
+    }
+    println!("  HTTP API: http://{addr}{path}/apps/{{id}}/events   health: http://{addr}/up");
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

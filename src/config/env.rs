@@ -1,0 +1,86 @@
+//! Reverb's environment variable names, so that a Laravel `.env` configures Herald unchanged.
+
+use super::{AppConfig, Config, ConfigError};
+
+/// Applies the `REVERB_*` (and `REDIS_*`) variables found by `env` on top of `config`.
+///
+/// `REVERB_APP_ID`/`KEY`/`SECRET` describe the single app of a Reverb set-up; they are refused when a
+/// config file already declares apps, because silently picking one of the two would serve the wrong
+/// credentials. The per-app settings (`REVERB_APP_PING_INTERVAL`, ...) apply to every app.
+pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+    if let Some(host) = get("REVERB_SERVER_HOST") {
+        config.server.host = host;
+    }
+    if let Some(port) = get("REVERB_SERVER_PORT") {
+        config.server.port = parse_number("REVERB_SERVER_PORT", &port)?;
+    }
+    if let Some(path) = env("REVERB_SERVER_PATH") {
+        config.server.path = path;
+    }
+    if let Some(size) = get("REVERB_MAX_REQUEST_SIZE") {
+        config.server.max_request_size = parse_number("REVERB_MAX_REQUEST_SIZE", &size)?;
+    }
+    if let Some(enabled) = get("REVERB_SCALING_ENABLED") {
+        config.scaling.enabled = parse_bool("REVERB_SCALING_ENABLED", &enabled)?;
+    }
+    if let Some(channel) = get("REVERB_SCALING_CHANNEL") {
+        config.scaling.channel = Some(channel);
+    }
+    if let Some(url) = get("REDIS_URL") {
+        config.scaling.redis_url = Some(url);
+    }
+
+    let credentials = [get("REVERB_APP_ID"), get("REVERB_APP_KEY"), get("REVERB_APP_SECRET")];
+    if credentials.iter().any(Option::is_some) {
+        let names = ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"];
+        for (value, name) in credentials.iter().zip(names) {
+            if value.is_none() {
+                return Err(ConfigError::Env {
+                    name,
+                    message: "must be set together with REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET".into(),
+                });
+            }
+        }
+        if !config.apps.is_empty() {
+            return Err(ConfigError::Env {
+                name: "REVERB_APP_ID",
+                message: "the config file declares [[apps]]; set REVERB_APP_* or the file's apps, not both".into(),
+            });
+        }
+        let [id, key, secret] = credentials.map(Option::unwrap_or_default);
+        config.apps.push(AppConfig::new(&id, &key, &secret));
+    }
+
+    for app in &mut config.apps {
+        if let Some(v) = get("REVERB_APP_PING_INTERVAL") {
+            app.ping_interval = parse_number("REVERB_APP_PING_INTERVAL", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_ACTIVITY_TIMEOUT") {
+            app.activity_timeout = parse_number("REVERB_APP_ACTIVITY_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_MAX_MESSAGE_SIZE") {
+            app.max_message_size = parse_number("REVERB_APP_MAX_MESSAGE_SIZE", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_MAX_CONNECTIONS") {
+            app.max_connections = Some(parse_number("REVERB_APP_MAX_CONNECTIONS", &v)?);
+        }
+    }
+    Ok(())
+}
+
+fn parse_number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::Env { name, message: format!("expected a whole number, got {value:?}") })
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env { name, message: format!("expected true or false, got {value:?}") }),
+    }
+}

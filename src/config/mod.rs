@@ -1,0 +1,297 @@
+//! Configuration: a TOML file, then Reverb's environment variables, then command-line flags, each
+//! overriding the one before; validated once at start-up so that a mistake stops the server with a
+//! message naming the setting, instead of surfacing as odd behaviour later.
+
+mod env;
+mod validate;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::apply_env;
+pub use validate::ConfigError;
+
+/// The sample printed by `herald config`; also a test fixture (it must parse and validate).
+pub const SAMPLE: &str = include_str!("sample.toml");
+
+/// The embedded demo app served when no app is configured anywhere.
+pub const DEFAULT_APP_ID: &str = "123456";
+pub const DEFAULT_APP_KEY: &str = "app-key";
+pub const DEFAULT_APP_SECRET: &str = "app-secret";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    #[serde(default)]
+    pub scaling: ScalingConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// A prefix for every route (Reverb's `REVERB_SERVER_PATH`), e.g. `/ws`; empty for none.
+    pub path: String,
+    /// Largest HTTP API request body, in bytes (413 above it).
+    pub max_request_size: usize,
+    /// Time a client has to complete the HTTP/WebSocket handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Bytes a connection's outbound queue may hold before the client is dropped as a slow consumer.
+    pub max_outbound_buffer: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            path: String::new(),
+            max_request_size: 100_000,
+            handshake_timeout_ms: 10_000,
+            max_outbound_buffer: 4 * 1024 * 1024,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    #[serde(default = "defaults::allowed_origins")]
+    pub allowed_origins: Vec<String>,
+    /// Seconds of silence after which the server pings a client.
+    #[serde(default = "defaults::ping_interval")]
+    pub ping_interval: u64,
+    /// Seconds announced to clients in `connection_established`: they ping after that much silence.
+    #[serde(default = "defaults::activity_timeout")]
+    pub activity_timeout: u64,
+    /// Largest WebSocket message and event `data`, in bytes.
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: usize,
+    /// Most simultaneous connections for the app; none when absent.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    #[serde(default)]
+    pub enable_client_messages: bool,
+    /// Client events per second per connection; 0 for no limit.
+    #[serde(default = "defaults::client_event_rate_limit")]
+    pub client_event_rate_limit: u32,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl AppConfig {
+    /// An app with every optional setting at its default.
+    pub fn new(id: &str, key: &str, secret: &str) -> Self {
+        AppConfig {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            allowed_origins: defaults::allowed_origins(),
+            ping_interval: defaults::ping_interval(),
+            activity_timeout: defaults::activity_timeout(),
+            max_message_size: defaults::max_message_size(),
+            max_connections: None,
+            enable_client_messages: false,
+            client_event_rate_limit: defaults::client_event_rate_limit(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    pub enabled: bool,
+    pub redis_url: Option<String>,
+    pub channel: Option<String>,
+}
+
+mod defaults {
+    pub fn allowed_origins() -> Vec<String> {
+        vec!["*".into()]
+    }
+    pub fn ping_interval() -> u64 {
+        60
+    }
+    pub fn activity_timeout() -> u64 {
+        30
+    }
+    pub fn max_message_size() -> usize {
+        10_000
+    }
+    pub fn client_event_rate_limit() -> u32 {
+        0
+    }
+}
+
+/// Command-line settings that override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))
+    }
+
+    /// Loads the whole configuration: file (optional), then `env`, then `overrides`; validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File(format!("cannot read {}: {e}", path.display())))?;
+                Config::from_toml(&text).map_err(|e| match e {
+                    ConfigError::File(msg) => ConfigError::File(format!("{}: {msg}", path.display())),
+                    other => other,
+                })?
+            }
+            None => Config::default(),
+        };
+        apply_env(&mut config, env)?;
+        if config.apps.is_empty() {
+            config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
+        }
+        if let Some(host) = &overrides.host {
+            config.server.host = host.clone();
+        }
+        if let Some(port) = overrides.port {
+            config.server.port = port;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether the only app is the embedded demo app (start-up then says so loudly).
+    pub fn uses_default_app(&self) -> bool {
+        self.apps.len() == 1 && self.apps[0].secret == DEFAULT_APP_SECRET
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], overrides: Overrides) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("herald-config-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let result = Config::load(file.map(|_| path.as_path()), &env_of(env), &overrides);
+        std::fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    #[test]
+    fn nothing_configured_serves_the_demo_app() {
+        let c = load(None, &[], Overrides::default()).unwrap();
+        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("123456", "app-key"));
+        assert!(c.uses_default_app());
+    }
+
+    #[test]
+    fn the_sample_parses_and_validates() {
+        let c = load(Some(SAMPLE), &[], Overrides::default()).unwrap();
+        assert!(!c.apps.is_empty());
+    }
+
+    #[test]
+    fn flags_override_env_which_overrides_the_file() {
+        let file = "[server]\nhost = \"10.0.0.1\"\nport = 7000\npath = \"/file\"\n";
+        let c =
+            load(Some(file), &[("REVERB_SERVER_PORT", "7001"), ("REVERB_SERVER_PATH", "/env")], Overrides::default())
+                .unwrap();
+        assert_eq!((c.server.host.as_str(), c.server.port, c.server.path.as_str()), ("10.0.0.1", 7001, "/env"));
+        let c = load(
+            Some(file),
+            &[("REVERB_SERVER_PORT", "7001")],
+            Overrides { host: Some("127.0.0.1".into()), port: Some(7002) },
+        )
+        .unwrap();
+        assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.1", 7002));
+    }
+
+    #[test]
+    fn reverb_env_defines_the_app() {
+        let c = load(
+            None,
+            &[
+                ("REVERB_APP_ID", "42"),
+                ("REVERB_APP_KEY", "k"),
+                ("REVERB_APP_SECRET", "s"),
+                ("REVERB_APP_PING_INTERVAL", "15"),
+                ("REVERB_APP_ACTIVITY_TIMEOUT", "20"),
+                ("REVERB_APP_MAX_MESSAGE_SIZE", "2048"),
+                ("REVERB_APP_MAX_CONNECTIONS", "5"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        let app = &c.apps[0];
+        assert_eq!((app.id.as_str(), app.key.as_str(), app.secret.as_str()), ("42", "k", "s"));
+        assert_eq!((app.ping_interval, app.activity_timeout, app.max_message_size), (15, 20, 2048));
+        assert_eq!(app.max_connections, Some(5));
+        assert!(!c.uses_default_app());
+    }
+
+    #[test]
+    fn clear_errors() {
+        let err =
+            |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
+        assert!(err(None, &[("REVERB_SERVER_PORT", "eighty")]).contains("REVERB_SERVER_PORT"));
+        assert!(err(None, &[("REVERB_APP_KEY", "k")]).contains("REVERB_APP_SECRET"));
+        assert!(err(Some("[server]\nprot = 1\n"), &[]).contains("prot"));
+        let dup = "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n[[apps]]\nid=\"2\"\nkey=\"k\"\nsecret=\"t\"\n";
+        assert!(err(Some(dup), &[]).contains("key"));
+        assert!(err(Some("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"\"\n"), &[]).contains("secret"));
+        assert!(err(Some("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\nping_interval = 0\n"), &[])
+            .contains("ping_interval"));
+        assert!(err(Some("[server]\npath = \"nope\"\n"), &[]).contains("path"));
+        let file_app = "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n";
+        assert!(err(Some(file_app), &[("REVERB_APP_ID", "2"), ("REVERB_APP_KEY", "x"), ("REVERB_APP_SECRET", "y")])
+            .contains("REVERB_APP_"));
+    }
+}

@@ -1,0 +1,69 @@
+//! Start-up validation: every rule here names the setting it is about.
+
+use std::collections::HashSet;
+
+use super::Config;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    File(String),
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Checks the rules the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let path = &self.server.path;
+        if !path.is_empty() && (!path.starts_with('/') || path.ends_with('/')) {
+            return invalid(format!(
+                "server.path {path:?} must start with '/' and not end with one (e.g. \"/ws\"), or be empty"
+            ));
+        }
+        if self.server.max_request_size == 0 {
+            return invalid("server.max_request_size must be at least 1".into());
+        }
+        if self.server.max_outbound_buffer < 1024 {
+            return invalid("server.max_outbound_buffer must be at least 1024 bytes".into());
+        }
+        if self.apps.is_empty() {
+            return invalid("no app is configured".into());
+        }
+        let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
+        for app in &self.apps {
+            let name = format!("app {:?}", app.id);
+            if app.id.is_empty() || app.key.is_empty() {
+                return invalid(format!("{name}: id and key must not be empty"));
+            }
+            if app.secret.is_empty() {
+                return invalid(format!("{name}: secret must not be empty"));
+            }
+            if !app.key.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?') {
+                return invalid(format!("{name}: key may only contain printable ASCII without '/' or '?'"));
+            }
+            if !ids.insert(&app.id) {
+                return invalid(format!("{name}: two apps have this id"));
+            }
+            if !keys.insert(&app.key) {
+                return invalid(format!("{name}: two apps have the key {:?}", app.key));
+            }
+            if app.ping_interval == 0 {
+                return invalid(format!("{name}: ping_interval must be at least 1 second"));
+            }
+            if app.activity_timeout == 0 {
+                return invalid(format!("{name}: activity_timeout must be at least 1 second"));
+            }
+            if app.max_message_size < 128 {
+                return invalid(format!("{name}: max_message_size must be at least 128 bytes"));
+            }
+            if app.allowed_origins.is_empty() {
+                return invalid(format!("{name}: allowed_origins must not be empty (use [\"*\"] to allow any)"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,291 @@
+//! One task per WebSocket connection: it reads frames into the protocol layer, writes its outbound
+//! queue to the socket, and keeps the connection alive (or drops it) on a single timer.
+//!
+//! Reading, writing and the timer are one `select!` loop over one socket, so there is no lock
+//! between a reader and a writer half. Writes are coalesced: everything queued when the writer wakes
+//! is framed into the WebSocket's buffer and flushed with one write.
+
+mod handler;
+mod liveness;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use crate::hub::{App, Hub, Outbound, OutboundReceiver, Outgoing, OverflowSignal};
+use crate::protocol::{ErrorCode, Frame, SocketId};
+
+use liveness::Liveness;
+
+/// Most frames taken from the queue for one coalesced write.
+const MAX_BATCH: usize = 256;
+/// How long the goodbye (error frame + close) may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most channels one connection may subscribe to.
+pub const MAX_CHANNELS_PER_CONNECTION: usize = 100;
+
+/// What the HTTP upgrade learnt from the request line.
+pub struct Handshake {
+    pub app_key: String,
+    /// The `protocol` query parameter, if any.
+    pub protocol: Option<String>,
+}
+
+/// Server-wide limits a connection needs.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_outbound_buffer: usize,
+}
+
+/// How a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// The peer closed or the transport failed: nothing more to say.
+    Gone,
+    /// Send `pusher:error` with the code, then close with the same code.
+    Pusher(ErrorCode, String),
+    /// Close with an RFC 6455 code (protocol violation, invalid UTF-8, message too big).
+    Protocol(CloseCode, &'static str),
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    handshake: Handshake,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(app) = hub.app_by_key(&handshake.app_key).cloned() else {
+        debug!("refused: unknown app key");
+        return goodbye(
+            ws,
+            Exit::Pusher(ErrorCode::AppNotFound, format!("App key {} does not exist", handshake.app_key)),
+        )
+        .await;
+    };
+    if let Err(code) = check_protocol_version(handshake.protocol.as_deref()) {
+        return goodbye(ws, Exit::Pusher(code, code.message().into())).await;
+    }
+    if !hub.registry().try_add_connection(&app.id, app.max_connections) {
+        return goodbye(
+            ws,
+            Exit::Pusher(ErrorCode::OverConnectionQuota, ErrorCode::OverConnectionQuota.message().into()),
+        )
+        .await;
+    }
+    let socket_id = hub.next_socket_id();
+    let span = info_span!("connection", app_id = %app.id, socket_id = %socket_id);
+    let app_id = app.id.clone();
+    async move {
+        debug!("connected");
+        let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
+        let overflow = rx.overflow_signal();
+        out.push(Frame::connection_established(socket_id, app.activity_timeout));
+        let mut conn = Connection {
+            liveness: Liveness::new(Instant::now(), &app),
+            ws,
+            hub: hub.clone(),
+            app,
+            socket_id,
+            out,
+            rx,
+            overflow,
+            channels: HashSet::new(),
+        };
+        let exit = conn.run(&shutdown).await;
+        debug!(?exit, "closing");
+        conn.leave_all_channels();
+        goodbye(conn.ws, exit).await;
+        hub.registry().remove_connection(&app_id);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Protocol versions 5-7 are in use (pysher still sends 6).
+fn check_protocol_version(protocol: Option<&str>) -> Result<(), ErrorCode> {
+    let version = protocol.ok_or(ErrorCode::NoProtocolVersion)?;
+    let version: u32 = version.parse().map_err(|_| ErrorCode::UnsupportedProtocolVersion)?;
+    if (5..=7).contains(&version) {
+        Ok(())
+    } else {
+        Err(ErrorCode::UnsupportedProtocolVersion)
+    }
+}
+
+struct Connection<S> {
+    ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    app: App,
+    socket_id: SocketId,
+    out: Outbound,
+    rx: OutboundReceiver,
+    overflow: OverflowSignal,
+    /// Channels this socket is subscribed to, so a disconnect leaves them all.
+    channels: HashSet<String>,
+    liveness: Liveness,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Exit {
+        let mut batch = Vec::with_capacity(16);
+        loop {
+            let wake_at = self.liveness.next_check();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return Exit::Pusher(ErrorCode::Generic, "Server is shutting down".into());
+                }
+                _ = self.overflow.wait() => {
+                    return Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into());
+                }
+                incoming = self.ws.next() => {
+                    self.liveness.saw_activity(Instant::now());
+                    let exit = match incoming {
+                        None => Some(Exit::Gone),
+                        Some(Ok(message)) => self.on_message(message).await,
+                        Some(Err(e)) => Some(exit_for_read_error(e)),
+                    };
+                    if let Some(exit) = exit {
+                        return exit;
+                    }
+                }
+                n = self.rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return Exit::Gone;
+                    }
+                    if let Err(exit) = self.write_batch(&mut batch).await {
+                        return exit;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if let Err(code) = self.liveness.on_timer(Instant::now(), &self.out) {
+                        return Exit::Pusher(code, code.message().into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames every queued item into the WebSocket's buffer and flushes once: one write for many
+    /// messages. A client that does not drain is dropped when its queue overflows or the write
+    /// times out, whichever comes first.
+    async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Exit> {
+        let write_timeout = Duration::from_secs(self.app.activity_timeout.max(30));
+        let overflow = self.overflow.clone();
+        let ws = &mut self.ws;
+        let mut bytes = 0;
+        let write = async {
+            for item in batch.drain(..) {
+                let message = match item {
+                    Outgoing::Frame(frame) => {
+                        bytes += frame.len();
+                        match Utf8Bytes::try_from(frame.into_bytes()) {
+                            Ok(text) => Message::Text(text),
+                            Err(_) => continue,
+                        }
+                    }
+                    Outgoing::Ping => Message::Ping(Default::default()),
+                    Outgoing::Close { code, message } => return Err(Exit::Pusher(code, message)),
+                };
+                ws.feed(message).await.map_err(|_| Exit::Gone)?;
+            }
+            ws.flush().await.map_err(|_| Exit::Gone)
+        };
+        let result = tokio::select! {
+            r = write => r,
+            _ = overflow.wait() => Err(Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into())),
+            _ = tokio::time::sleep(write_timeout) => Err(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
+        };
+        batch.clear();
+        self.rx.sent(bytes);
+        result
+    }
+
+    /// Handles one inbound WebSocket message; `Some` ends the connection.
+    async fn on_message(&mut self, message: Message) -> Option<Exit> {
+        match message {
+            Message::Text(text) => {
+                self.on_text(text.as_str()).await;
+                None
+            }
+            Message::Binary(_) => {
+                self.out.push(Frame::error(ErrorCode::Generic, "Binary messages are not supported"));
+                None
+            }
+            // tungstenite queued the pong; send it now rather than with the next event.
+            Message::Ping(_) => self.ws.flush().await.err().map(|_| Exit::Gone),
+            Message::Pong(_) | Message::Frame(_) => None,
+            // tungstenite answers the close; the stream then ends.
+            Message::Close(_) => None,
+        }
+    }
+
+    fn leave_all_channels(&mut self) {
+        for channel in std::mem::take(&mut self.channels) {
+            self.hub.registry().unsubscribe(&self.app.id, &channel, self.socket_id);
+        }
+    }
+}
+
+fn exit_for_read_error(e: WsError) -> Exit {
+    match e {
+        WsError::Capacity(_) => Exit::Protocol(CloseCode::Size, "Message too big"),
+        WsError::Utf8(_) => Exit::Protocol(CloseCode::Invalid, "Invalid UTF-8"),
+        WsError::Protocol(_) => Exit::Protocol(CloseCode::Protocol, "Protocol error"),
+        _ => Exit::Gone,
+    }
+}
+
+/// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
+async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStream<S>, exit: Exit) {
+    let farewell = async {
+        let close = match exit {
+            Exit::Gone => return,
+            Exit::Pusher(code, message) => {
+                let frame = Frame::error(code, &message);
+                let text = Utf8Bytes::try_from(frame.into_bytes()).unwrap_or_default();
+                if ws.send(Message::Text(text)).await.is_err() {
+                    return;
+                }
+                CloseFrame { code: CloseCode::from(code.code()), reason: Utf8Bytes::from(message) }
+            }
+            Exit::Protocol(code, reason) => CloseFrame { code, reason: Utf8Bytes::from_static(reason) },
+        };
+        if ws.send(Message::Close(Some(close))).await.is_err() {
+            return;
+        }
+        // Wait for the peer's close reply so the close handshake completes.
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, farewell).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(check_protocol_version(Some("7")), Ok(()));
+        assert_eq!(check_protocol_version(Some("6")), Ok(()));
+        assert_eq!(check_protocol_version(Some("5")), Ok(()));
+        assert_eq!(check_protocol_version(Some("4")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(Some("8")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(Some("seven")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(None), Err(ErrorCode::NoProtocolVersion));
+    }
+}

@@ -1,0 +1,283 @@
+//! Pusher's signed HTTP API (PROTOCOL.md §7): publish events, query channels.
+//!
+//! Every request is checked in the same order: the app exists (404), the body fits (413), the
+//! signature is valid (401), the input makes sense (400). Errors are JSON `{"error": "..."}`; success
+//! is exactly 200, which the PHP SDK (and so Laravel) requires.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::hub::App;
+use crate::protocol::channel::validate_event_name;
+use crate::protocol::signature::{decode_query, verify_api_request, ApiRequest};
+use crate::protocol::{ChannelKind, ChannelName, SocketId};
+
+/// Most channels one `events` request may name (Pusher's limit).
+pub const MAX_CHANNELS_PER_EVENT: usize = 100;
+/// Most events in one `batch_events` request (Pusher's limit).
+pub const MAX_BATCH_EVENTS: usize = 10;
+
+/// An HTTP API failure: a status and a message, sent as JSON.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A request that passed the app, size and signature checks.
+struct Authorized {
+    app: App,
+    body: Bytes,
+    query: Vec<(String, String)>,
+}
+
+impl Authorized {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The comma-separated `info` attributes asked for.
+    fn info(&self) -> Vec<&str> {
+        self.param("info").map(|i| i.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+    }
+}
+
+async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<Authorized, ApiError> {
+    let app = state
+        .hub
+        .app_by_id(app_id)
+        .cloned()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Unknown app id {app_id}")))?;
+    let (parts, body) = request.into_parts();
+    let limit = state.config.server.max_request_size;
+    let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body is larger than {limit} bytes"));
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let body = to_bytes(Body::new(body), limit).await.map_err(|_| too_large())?;
+    let query = parts.uri.query().unwrap_or("");
+    // Nested routers see the path without the deployment prefix: exactly what the SDKs sign.
+    let request = ApiRequest { method: parts.method.as_str(), path: parts.uri.path(), query, body: &body };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    verify_api_request(&app.key, &app.secret, &request, now)
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("Authentication failed: {e}")))?;
+    Ok(Authorized { query: decode_query(query), app, body })
+}
+
+/// One event to publish, as the SDKs send it.
+#[derive(Deserialize)]
+struct EventRequest {
+    name: Option<String>,
+    data: Option<Value>,
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+/// An event that passed validation.
+struct ValidEvent {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    except: Option<SocketId>,
+    info: Vec<String>,
+}
+
+fn validate_event(app: &App, e: EventRequest) -> Result<ValidEvent, ApiError> {
+    let name = e.name.ok_or_else(|| ApiError::bad_request("Missing event name"))?;
+    validate_event_name(&name).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let data = match e.data {
+        Some(Value::String(s)) => s,
+        // The SDKs send a string; anything else is passed on as its JSON text.
+        Some(other) => other.to_string(),
+        None => return Err(ApiError::bad_request("Missing data")),
+    };
+    if data.len() > app.max_message_size {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Event data is larger than {} bytes", app.max_message_size),
+        ));
+    }
+    let channels = match (e.channels, e.channel) {
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("Give either channel or channels, not both")),
+        (None, None) => return Err(ApiError::bad_request("Missing channel or channels")),
+    };
+    if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_EVENT {
+        return Err(ApiError::bad_request(format!("An event goes to 1 to {MAX_CHANNELS_PER_EVENT} channels")));
+    }
+    for channel in &channels {
+        ChannelName::parse_for_publish(channel)
+            .map_err(|err| ApiError::bad_request(format!("Invalid channel {channel:?}: {err}")))?;
+    }
+    let except = match e.socket_id.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request("Invalid socket_id"))?),
+    };
+    let info = e
+        .info
+        .map(|i| i.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    Ok(ValidEvent { name, data, channels, except, info })
+}
+
+async fn publish(state: &AppState, app: &App, event: &ValidEvent) {
+    for channel in &event.channels {
+        state.hub.publish_event(&app.id, channel, &event.name, &event.data, event.except).await;
+    }
+}
+
+/// The `info` attributes of the channels an event went to.
+async fn channels_info(
+    state: &AppState,
+    app: &App,
+    channels: &[String],
+    info: &[String],
+) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    for channel in channels {
+        out.insert(channel.clone(), channel_attributes(state, app, channel, info).await?);
+    }
+    Ok(out)
+}
+
+async fn channel_attributes<S: AsRef<str>>(
+    state: &AppState,
+    app: &App,
+    channel: &str,
+    info: &[S],
+) -> Result<Value, ApiError> {
+    let mut attributes = Map::new();
+    for attribute in info {
+        match attribute.as_ref() {
+            "subscription_count" => {
+                let count = state.hub.adapter().subscription_count(&app.id, channel).await;
+                attributes.insert("subscription_count".into(), count.into());
+            }
+            "user_count" => {
+                if ChannelName::parse(channel).map(|c| c.kind) != Ok(ChannelKind::Presence) {
+                    return Err(ApiError::bad_request("user_count is only available for presence channels"));
+                }
+                return Err(ApiError::bad_request("Presence channels are not supported by this server yet"));
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(attributes))
+}
+
+pub async fn events(State(state): State<AppState>, Path(app_id): Path<String>, request: Request) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    let event: EventRequest =
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    let event = validate_event(&req.app, event)?;
+    publish(&state, &req.app, &event).await;
+    if event.info.is_empty() {
+        return Ok(Json(json!({})).into_response());
+    }
+    let channels = channels_info(&state, &req.app, &event.channels, &event.info).await?;
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    batch: Vec<EventRequest>,
+}
+
+pub async fn batch_events(State(state): State<AppState>, Path(app_id): Path<String>, request: Request) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    let batch: BatchRequest =
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    if batch.batch.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(format!("A batch holds at most {MAX_BATCH_EVENTS} events")));
+    }
+    // Validate all first: a batch is published whole or not at all.
+    let mut events = Vec::with_capacity(batch.batch.len());
+    for event in batch.batch {
+        if event.channels.is_some() {
+            return Err(ApiError::bad_request("Batch events take one channel each"));
+        }
+        events.push(validate_event(&req.app, event)?);
+    }
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        publish(&state, &req.app, event).await;
+    }
+    for event in &events {
+        if event.info.is_empty() {
+            results.push(json!({}));
+        } else {
+            results.push(channel_attributes(&state, &req.app, &event.channels[0], &event.info).await?);
+        }
+    }
+    Ok(Json(json!({ "batch": results })).into_response())
+}
+
+pub async fn channels(State(state): State<AppState>, Path(app_id): Path<String>, request: Request) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    let prefix = req.param("filter_by_prefix").unwrap_or("").to_owned();
+    let info = req.info();
+    if info.contains(&"user_count") && !prefix.starts_with("presence-") {
+        return Err(ApiError::bad_request("info=user_count requires filter_by_prefix=presence-"));
+    }
+    let mut listed = BTreeMap::new();
+    for (name, count) in state.hub.adapter().channels(&req.app.id).await {
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let mut attributes = Map::new();
+        if info.contains(&"subscription_count") {
+            attributes.insert("subscription_count".into(), count.into());
+        }
+        listed.insert(name, Value::Object(attributes));
+    }
+    Ok(Json(json!({ "channels": listed })).into_response())
+}
+
+pub async fn channel(
+    State(state): State<AppState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    ChannelName::parse_for_publish(&channel).map_err(|e| ApiError::bad_request(format!("Invalid channel: {e}")))?;
+    let count = state.hub.adapter().subscription_count(&req.app.id, &channel).await;
+    let mut body = match channel_attributes(&state, &req.app, &channel, &req.info()).await? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    body.insert("occupied".into(), (count > 0).into());
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+/// Reverb's connection count endpoint.
+pub async fn connections(State(state): State<AppState>, Path(app_id): Path<String>, request: Request) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    let count = state.hub.adapter().connection_count(&req.app.id).await;
+    Ok(Json(json!({ "connections": count })).into_response())
+}

@@ -1,0 +1,104 @@
+//! The network edge: the TCP listener, HTTP routing (health, HTTP API) and the WebSocket upgrade.
+//!
+//! Every accepted socket is served by hyper (HTTP/1.1, keep-alive, a deadline on reading the
+//! request head). A WebSocket upgrade takes the raw TCP stream back from hyper, so that once a
+//! connection is upgraded no HTTP machinery sits between the socket and the connection task.
+
+pub mod http_api;
+mod routes;
+mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    pub shutdown: CancellationToken,
+    /// Open WebSocket connections, so shutdown can wait for their goodbyes.
+    pub open_sockets: Arc<AtomicUsize>,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the configured address.
+    pub async fn bind(config: Config, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<Server> {
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let state = AppState { hub, config: Arc::new(config), shutdown, open_sockets: Arc::new(AtomicUsize::new(0)) };
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until shutdown, then gives open WebSockets a bounded time to close.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server { listener, state } = self;
+        let router = routes::router(state.clone());
+        let header_timeout = Duration::from_millis(state.config.server.handshake_timeout_ms);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let shutdown = state.shutdown.clone();
+            tokio::spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            debug!(%peer, error = %e, "http connection ended with an error");
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    }
+                }
+            });
+        }
+        info!("shutting down: closing connections with 4200 so clients reconnect");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while state.open_sockets.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! The route table: one glance shows every endpoint Herald serves.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{http_api, websocket, AppState};
+
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/app/{key}", get(websocket::upgrade))
+        .route("/apps/{app_id}/events", post(http_api::events))
+        .route("/apps/{app_id}/batch_events", post(http_api::batch_events))
+        .route("/apps/{app_id}/channels", get(http_api::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(http_api::channel))
+        .route("/apps/{app_id}/connections", get(http_api::connections))
+        .route("/up", get(up));
+    let path = state.config.server.path.clone();
+    let routes = if path.is_empty() { routes } else { Router::new().nest(&path, routes).route("/up", get(up)) };
+    routes.fallback(not_found).with_state(state)
+}
+
+/// Unsigned health check for load balancers.
+async fn up() -> Response {
+    Json(json!({"health": "OK"})).into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "Not found"}))).into_response()
+}

@@ -1,0 +1,135 @@
+//! The WebSocket upgrade on `{path}/app/{key}`.
+//!
+//! The handshake is checked here so that a bad request gets a plain HTTP answer (426 with
+//! `Sec-WebSocket-Version: 13` for a wrong version) instead of a hang. After the 101, the raw TCP
+//! stream is taken back from hyper and handed to the connection task.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+use super::AppState;
+use crate::connection::{self, Handshake, Limits};
+use crate::protocol::signature::decode_query;
+
+/// Message size limit for a key no app has: the connection is refused right after the handshake.
+const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
+
+pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut request: Request) -> Response {
+    let headers = request.headers();
+    if !is_websocket_upgrade(headers) {
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "This endpoint only speaks WebSocket: send an Upgrade: websocket request",
+        );
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        let mut response = refuse(StatusCode::UPGRADE_REQUIRED, "Unsupported WebSocket version: only 13 is supported");
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(accept) =
+        headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| k.len() == 24).map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
+    };
+
+    let protocol =
+        request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol")).map(|(_, v)| v);
+    let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
+    let ws_config = websocket_config(max_message_size);
+    let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let handshake = Handshake { app_key: key, protocol };
+
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let _open = OpenSocket::new(&state);
+        // Take the plain TCP stream back from hyper, with any bytes it had already read.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let ws = WebSocketStream::from_partially_read(
+                    parts.io.into_inner(),
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                connection::serve(ws, state.hub.clone(), handshake, limits, state.shutdown.clone()).await;
+            }
+            Err(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+                connection::serve(ws, state.hub.clone(), handshake, limits, state.shutdown.clone()).await;
+            }
+        }
+    });
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// Small read buffer: most Pusher messages are tiny and idle connections should cost little.
+/// Frames accumulate in the write buffer until the connection's explicit flush (one syscall per
+/// batch); the outbound queue, not this buffer, is what bounds a slow reader.
+fn websocket_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Counts an open WebSocket for the lifetime of its task.
+struct OpenSocket(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenSocket {
+    fn new(state: &AppState) -> Self {
+        state.open_sockets.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenSocket(state.open_sockets.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
