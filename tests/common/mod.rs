@@ -1,0 +1,230 @@
+//! A real Herald process on a free port, and a small WebSocket client, for the integration tests.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const APP_ID: &str = "123456";
+pub const KEY: &str = "app-key";
+pub const SECRET: &str = "app-secret";
+
+pub struct TestServer {
+    pub port: u16,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestServer {
+    /// Starts Herald with the default test app; `app_extra` and `server_extra` are TOML lines
+    /// added to the app table and the server table.
+    pub async fn start(server_extra: &str, app_extra: &str) -> TestServer {
+        let port = free_port();
+        let config = format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n{server_extra}\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nenable_client_messages = true\n{app_extra}\n"
+        );
+        TestServer::start_with_config(port, &config, &[]).await
+    }
+
+    pub async fn start_with_config(port: u16, config: &str, env: &[(&str, &str)]) -> TestServer {
+        let dir = std::env::temp_dir().join(format!("herald-test-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.arg("start").arg("--config").arg(&path).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn herald");
+        let mut server = TestServer { port, child, dir };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("herald exited early with {status}: {}", self.output());
+            }
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/up", self.port)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("herald did not become ready: {}", self.output());
+    }
+
+    /// Kills the server and returns what it printed.
+    pub fn output(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    }
+
+    pub fn ws_url(&self, key: &str, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/app/{key}?{query}", self.port)
+    }
+
+    /// Connects with protocol 7 and returns the client and its socket id.
+    pub async fn connect(&self) -> (Client, String) {
+        let mut client = Client::connect(&self.ws_url(KEY, "protocol=7&client=rust&version=1.0")).await;
+        let established = client.recv().await;
+        assert_eq!(established["event"], "pusher:connection_established", "{established}");
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+        (client, data["socket_id"].as_str().unwrap().to_owned())
+    }
+
+    /// Connects and subscribes to a public channel.
+    pub async fn subscriber(&self, channel: &str) -> (Client, String) {
+        let (mut client, socket_id) = self.connect().await;
+        client.subscribe(channel).await;
+        (client, socket_id)
+    }
+
+    /// A signed HTTP API request.
+    pub async fn api(&self, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        self.api_as(KEY, SECRET, method, path, body, extra).await
+    }
+
+    pub async fn api_as(
+        &self,
+        key: &str,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let query =
+            herald::protocol::signature::sign_api_request(key, secret, method, path, body.as_bytes(), extra, now);
+        self.raw_api(method, &format!("{path}?{query}"), body).await
+    }
+
+    /// An HTTP request exactly as given (no signing).
+    pub async fn raw_api(&self, method: &str, path_and_query: &str, body: &str) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}{path_and_query}", self.port);
+        let client = reqwest::Client::new();
+        let req = match method {
+            "GET" => client.get(url),
+            _ => client.post(url).header("content-type", "application/json").body(body.to_owned()),
+        };
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> u16 {
+        let body = serde_json::json!({"name": event, "channel": channel, "data": data}).to_string();
+        self.api("POST", &format!("/apps/{APP_ID}/events"), &body, &[]).await.0
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client saw instead of a message.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(Option<u16>),
+    Eof,
+    Timeout,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// The next text message as JSON, within 5 s.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_text(Duration::from_secs(5)).await {
+            Ok(v) => v,
+            Err(e) => panic!("expected a message, got {e:?}"),
+        }
+    }
+
+    /// The next text message, or how the stream ended.
+    pub async fn next_text(&mut self, wait: Duration) -> Result<Value, Ended> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| Ended::Timeout)?;
+            match next {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str()).expect("server sent JSON")),
+                Some(Ok(Message::Close(frame))) => return Err(Ended::Closed(frame.map(|f| u16::from(f.code)))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Ended::Eof),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(v) = self.next_text(wait).await {
+            panic!("expected nothing, got {v}");
+        }
+    }
+
+    /// Waits for the close frame, skipping messages; returns its code.
+    pub async fn closed_with(&mut self) -> Option<u16> {
+        loop {
+            match self.next_text(Duration::from_secs(10)).await {
+                Ok(_) => continue,
+                Err(Ended::Closed(code)) => return code,
+                Err(e) => panic!("expected a close frame, got {e:?}"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.send(&serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}).to_string()).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["event"], "pusher_internal:subscription_succeeded", "{reply}");
+        assert_eq!(reply["channel"], channel);
+    }
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}

@@ -1,0 +1,311 @@
+//! The WebSocket endpoint against a real server over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn data_of(message: &Value) -> Value {
+    match &message["data"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn connection_established_carries_a_unique_socket_id_and_the_activity_timeout() {
+    let server = TestServer::start("", "activity_timeout = 42").await;
+    let (_a, id_a) = server.connect().await;
+    let (_b, id_b) = server.connect().await;
+    let pattern = |s: &str| {
+        s.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && (a.to_owned() + b).bytes().all(|c| c.is_ascii_digit())
+        })
+    };
+    assert!(pattern(&id_a) && pattern(&id_b), "{id_a} {id_b}");
+    assert_ne!(id_a, id_b);
+
+    let mut c = Client::connect(&server.ws_url(KEY, "protocol=7")).await;
+    let established = c.recv().await;
+    assert!(established["data"].is_string(), "data must be a JSON string: {established}");
+    assert_eq!(data_of(&established)["activity_timeout"], 42);
+}
+
+#[tokio::test]
+async fn unknown_key_and_bad_protocol_versions_are_refused_with_their_codes() {
+    let server = TestServer::start("", "").await;
+    for (key, query, code) in
+        [("nope", "protocol=7", 4001), (KEY, "protocol=3", 4007), (KEY, "protocol=x", 4007), (KEY, "client=js", 4008)]
+    {
+        let mut c = Client::connect(&server.ws_url(key, query)).await;
+        let error = c.recv().await;
+        assert_eq!(error["event"], "pusher:error", "{key} {query}: {error}");
+        assert_eq!(data_of(&error)["code"], code, "{key} {query}");
+        assert_eq!(c.closed_with().await, Some(code), "{key} {query}");
+    }
+    // Protocol 5 and 6 clients (pysher) are served.
+    for version in ["5", "6"] {
+        let mut c = Client::connect(&server.ws_url(KEY, &format!("protocol={version}"))).await;
+        assert_eq!(c.recv().await["event"], "pusher:connection_established");
+    }
+}
+
+#[tokio::test]
+async fn ping_pong_and_bad_messages_keep_the_connection_open() {
+    let server = TestServer::start("", "").await;
+    let (mut c, _) = server.connect().await;
+    c.send(r#"{"event":"pusher:ping","data":{}}"#).await;
+    assert_eq!(c.recv().await["event"], "pusher:pong");
+
+    for bad in [
+        "not json",
+        "{}",
+        "[1,2]",
+        r#"{"event":"pusher:subscribe"}"#,
+        r#"{"event":"pusher:subscribe","data":{"channel":7}}"#,
+        r#"{"event":"nope"}"#,
+    ] {
+        c.send(bad).await;
+        let error = c.recv().await;
+        assert_eq!(error["event"], "pusher:error", "{bad}: {error}");
+        assert_eq!(data_of(&error)["code"], 4200, "{bad}");
+    }
+    c.ws.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(c.recv().await["event"], "pusher:error");
+
+    // Still alive and serving.
+    c.send(r#"{"event":"pusher:ping"}"#).await;
+    assert_eq!(c.recv().await["event"], "pusher:pong");
+    c.subscribe("still-works").await;
+}
+
+trait SendBinary {
+    async fn send_binary(&mut self, data: Vec<u8>);
+}
+
+impl SendBinary for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    async fn send_binary(&mut self, data: Vec<u8>) {
+        use futures_util::SinkExt;
+        self.send(tokio_tungstenite::tungstenite::Message::binary(data)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn subscribe_validates_names_and_private_channels_need_a_valid_signature() {
+    let server = TestServer::start("", "").await;
+    let (mut c, socket_id) = server.connect().await;
+    for bad in ["", "has space", "#server-to-user-1", &"x".repeat(165)] {
+        c.send(&json!({"event":"pusher:subscribe","data":{"channel": bad}}).to_string()).await;
+        let reply = c.recv().await;
+        assert_eq!(reply["event"], "pusher:subscription_error", "{bad:?}: {reply}");
+        assert_eq!(reply["data"]["status"], 400);
+    }
+    // No auth, a forged auth, an auth for another socket: refused with 401.
+    let other_socket = herald::protocol::signature::make_auth(KEY, SECRET, "1.1:private-room");
+    for auth in [None, Some(format!("{KEY}:{}", "0".repeat(64))), Some(other_socket)] {
+        let mut data = json!({"channel": "private-room"});
+        if let Some(auth) = auth {
+            data["auth"] = auth.into();
+        }
+        c.send(&json!({"event":"pusher:subscribe","data": data}).to_string()).await;
+        let reply = c.recv().await;
+        assert_eq!(reply["event"], "pusher:subscription_error", "{reply}");
+        assert_eq!(reply["channel"], "private-room");
+        assert_eq!(reply["data"]["status"], 401);
+    }
+    assert_eq!(server.trigger("private-room", "secret", "x").await, 200);
+    c.expect_silence(Duration::from_millis(300)).await;
+
+    let auth = herald::protocol::signature::make_auth(KEY, SECRET, &format!("{socket_id}:private-room"));
+    c.send(&json!({"event":"pusher:subscribe","data":{"channel":"private-room","auth": auth}}).to_string()).await;
+    assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(server.trigger("private-room", "secret", "x").await, 200);
+    assert_eq!(c.recv().await["event"], "secret");
+}
+
+#[tokio::test]
+async fn events_arrive_complete_in_order_and_exclusion_skips_the_publisher() {
+    let server = TestServer::start("", "").await;
+    let (mut a, id_a) = server.subscriber("orders").await;
+    let (mut b, _) = server.subscriber("orders").await;
+
+    let data = "{\"id\":42,\"note\":\"ünïcode \\\"quoted\\\" \\n\"}";
+    assert_eq!(server.trigger("orders", "order.shipped", data).await, 200);
+    for c in [&mut a, &mut b] {
+        let event = c.recv().await;
+        assert_eq!(event["event"], "order.shipped");
+        assert_eq!(event["channel"], "orders");
+        assert_eq!(event["data"].as_str(), Some(data), "data passes through byte for byte");
+    }
+
+    for n in 0..100 {
+        assert_eq!(server.trigger("orders", "seq", &n.to_string()).await, 200);
+    }
+    for n in 0..100 {
+        assert_eq!(b.recv().await["data"], n.to_string());
+    }
+    for n in 0..100 {
+        assert_eq!(a.recv().await["data"], n.to_string());
+    }
+
+    let body = json!({"name": "e", "channel": "orders", "data": "x", "socket_id": id_a}).to_string();
+    assert_eq!(server.api("POST", &format!("/apps/{APP_ID}/events"), &body, &[]).await.0, 200);
+    assert_eq!(b.recv().await["event"], "e");
+    a.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn unsubscribe_and_disconnect_leave_nothing_behind() {
+    let server = TestServer::start("", "").await;
+    let (mut a, _) = server.subscriber("room").await;
+    let (b, _) = server.subscriber("room").await;
+    a.send(r#"{"event":"pusher:unsubscribe","data":{"channel":"room"}}"#).await;
+    // The ping round trip orders the unsubscribe before the trigger.
+    a.send(r#"{"event":"pusher:ping"}"#).await;
+    assert_eq!(a.recv().await["event"], "pusher:pong");
+    server.trigger("room", "e", "x").await;
+    a.expect_silence(Duration::from_millis(300)).await;
+    drop(b);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, channels) = server.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+        if channels["channels"].as_object().is_some_and(|m| m.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "channel never vacated: {channels}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = server.api("GET", &format!("/apps/{APP_ID}/connections"), "", &[]).await;
+        if body["connections"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "connections never reached 0: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_clients_are_pinged_and_dropped_with_4201_when_silent() {
+    let server = TestServer::start("", "ping_interval = 1\nactivity_timeout = 1").await;
+    // A client that answers stays connected across several ping rounds.
+    let (mut polite, _) = server.connect().await;
+    let (mut silent, _) = server.connect().await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        match polite.next_text(Duration::from_millis(200)).await {
+            Ok(m) if m["event"] == "pusher:ping" => {
+                pings += 1;
+                polite.send(r#"{"event":"pusher:pong","data":{}}"#).await;
+            }
+            Ok(m) => panic!("unexpected {m}"),
+            Err(Ended::Timeout) => {}
+            Err(e) => panic!("the answering client was dropped: {e:?}"),
+        }
+    }
+    assert!(pings >= 2, "expected repeated pings, got {pings}");
+    let ping = silent.recv().await;
+    assert_eq!(ping["event"], "pusher:ping");
+    let error = silent.recv().await;
+    assert_eq!(error["event"], "pusher:error");
+    assert_eq!(data_of(&error)["code"], 4201);
+    assert_eq!(silent.closed_with().await, Some(4201));
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let server = TestServer::start("", "max_message_size = 1024").await;
+    let (mut c, _) = server.connect().await;
+    c.send(&format!(r#"{{"event":"pusher:ping","data":"{}"}}"#, "x".repeat(2000))).await;
+    assert_eq!(c.closed_with().await, Some(1009));
+    // Others are unaffected.
+    let (mut other, _) = server.connect().await;
+    other.send(r#"{"event":"pusher:ping"}"#).await;
+    assert_eq!(other.recv().await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn handshake_errors_get_http_answers_and_silent_sockets_are_cut_off() {
+    let server = TestServer::start("handshake_timeout_ms = 500", "").await;
+    let request = |extra: &str| format!("GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
+    let exchange = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("answer in time").unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let plain = exchange(request("")).await;
+    assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+    let wrong_version = exchange(request("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n")).await;
+    assert!(wrong_version.starts_with("HTTP/1.1 426"), "{wrong_version}");
+    assert!(wrong_version.to_lowercase().contains("sec-websocket-version: 13"), "{wrong_version}");
+    let no_key = exchange(request("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")).await;
+    assert!(no_key.starts_with("HTTP/1.1 400"), "{no_key}");
+    let ok = exchange(request("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")).await;
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    assert!(ok.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "RFC 6455's example accept key: {ok}");
+
+    // A socket that never finishes its request head is closed by the deadline.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    s.write_all(b"GET /app/app-key HTTP/1.1\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept a silent socket open");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_dropped_while_others_get_every_event() {
+    let server = TestServer::start("max_outbound_buffer = 262144", "").await;
+    let (mut reader, _) = server.subscriber("firehose").await;
+    let (mut stalled, _) = server.subscriber("firehose").await;
+    let payload = "y".repeat(8000);
+    let batches = 60;
+    let reading = tokio::spawn(async move {
+        let mut got = 0;
+        while got < batches * 10 {
+            let m = reader.recv().await;
+            assert_eq!(m["data"].as_str().map(str::len), Some(8000), "{m}");
+            got += 1;
+        }
+        got
+    });
+    for _ in 0..batches {
+        let batch: Vec<Value> = (0..10).map(|_| json!({"name": "e", "channel": "firehose", "data": payload})).collect();
+        let (status, body) = server
+            .api("POST", &format!("/apps/{APP_ID}/batch_events"), &json!({"batch": batch}).to_string(), &[])
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(tokio::time::timeout(Duration::from_secs(20), reading).await.unwrap().unwrap(), batches * 10);
+    // The stalled client now reads what the kernel buffered, then learns it was dropped.
+    let mut received = 0;
+    let end = loop {
+        match stalled.next_text(Duration::from_secs(10)).await {
+            Ok(m) if m["event"] == "e" => received += 1,
+            Ok(m) => {
+                assert_eq!(data_of(&m)["code"], 4100, "{m}");
+            }
+            Err(end) => break end,
+        }
+    };
+    assert!(received < batches * 10, "a stalled client cannot have received everything");
+    assert!(matches!(end, Ended::Closed(Some(4100)) | Ended::Eof), "{end:?}");
+}
