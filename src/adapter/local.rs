@@ -26,11 +26,19 @@ impl Adapter for LocalAdapter {
         self.node.subscription_count(app_id, channel)
     }
 
-    async fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<String> {
+        self.node.members(app_id, channel)
+    }
+
+    async fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)> {
         self.node.channels(app_id)
     }
 
     async fn connection_count(&self, app_id: &str) -> usize {
         self.node.connection_count(app_id)
+    }
+
+    async fn terminate_user(&self, app_id: &str, user_id: &str) {
+        self.node.terminate_user(app_id, user_id);
     }
 }

@@ -31,10 +31,14 @@ pub trait LocalNode: Send + Sync + 'static {
     fn deliver(&self, broadcast: &Broadcast) -> usize;
     /// This node's subscriber count for a channel.
     fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
-    /// This node's occupied channels of an app, with their subscriber counts.
-    fn channels(&self, app_id: &str) -> Vec<(String, usize)>;
+    /// This node's presence members (user ids) of a channel.
+    fn members(&self, app_id: &str, channel: &str) -> Vec<String>;
+    /// This node's occupied channels of an app: (name, subscriptions, presence members).
+    fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)>;
     /// This node's open connections of an app.
     fn connection_count(&self, app_id: &str) -> usize;
+    /// Closes this node's connections of a signed-in user; returns how many.
+    fn terminate_user(&self, app_id: &str, user_id: &str) -> usize;
 }
 
 /// The cluster as a hub sees it.
@@ -44,8 +48,12 @@ pub trait Adapter: Send + Sync + 'static {
     async fn publish(&self, broadcast: Broadcast) -> usize;
     /// Subscribers of a channel across the cluster.
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
-    /// Occupied channels across the cluster, with subscriber counts.
-    async fn channels(&self, app_id: &str) -> Vec<(String, usize)>;
+    /// Presence members (user ids) of a channel across the cluster, each once.
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<String>;
+    /// Occupied channels across the cluster: (name, subscriptions, presence members).
+    async fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)>;
     /// Open connections of an app across the cluster.
     async fn connection_count(&self, app_id: &str) -> usize;
+    /// Closes a signed-in user's connections on every node.
+    async fn terminate_user(&self, app_id: &str, user_id: &str);
 }

@@ -34,6 +34,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let hub = Hub::local(&config.apps);
+    hub.spawn_background(shutdown.clone());
     let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
     let addr = server.local_addr()?;
     print_banner(&config, addr);

@@ -90,9 +90,19 @@ pub struct AppConfig {
     pub max_connections: Option<u64>,
     #[serde(default)]
     pub enable_client_messages: bool,
-    /// Client events per second per connection; 0 for no limit.
+    /// Client events per second per connection (Pusher allows 10); 0 for no limit.
     #[serde(default = "defaults::client_event_rate_limit")]
     pub client_event_rate_limit: u32,
+    /// Most members of one presence channel (Pusher: 100).
+    #[serde(default = "defaults::max_presence_members")]
+    pub max_presence_members: usize,
+    /// Largest presence `user_info`, in bytes (Pusher: 1 KB).
+    #[serde(default = "defaults::max_presence_user_info_size")]
+    pub max_presence_user_info_size: usize,
+    /// Send `pusher_internal:subscription_count` to subscribers when a channel's count changes
+    /// (opt-in, as on Pusher).
+    #[serde(default)]
+    pub subscription_count_events: bool,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -111,6 +121,9 @@ impl AppConfig {
             max_connections: None,
             enable_client_messages: false,
             client_event_rate_limit: defaults::client_event_rate_limit(),
+            max_presence_members: defaults::max_presence_members(),
+            max_presence_user_info_size: defaults::max_presence_user_info_size(),
+            subscription_count_events: false,
             webhooks: Vec::new(),
         }
     }
@@ -146,7 +159,13 @@ mod defaults {
         10_000
     }
     pub fn client_event_rate_limit() -> u32 {
-        0
+        10
+    }
+    pub fn max_presence_members() -> usize {
+        100
+    }
+    pub fn max_presence_user_info_size() -> usize {
+        1000
     }
 }
 

@@ -60,6 +60,9 @@ impl Config {
             if app.max_message_size < 128 {
                 return invalid(format!("{name}: max_message_size must be at least 128 bytes"));
             }
+            if app.max_presence_members == 0 {
+                return invalid(format!("{name}: max_presence_members must be at least 1"));
+            }
             if app.allowed_origins.is_empty() {
                 return invalid(format!("{name}: allowed_origins must not be empty (use [\"*\"] to allow any)"));
             }

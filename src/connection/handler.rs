@@ -1,12 +1,18 @@
 //! What a connection does with each Pusher message it receives.
 
+use std::num::NonZeroU32;
+
+use governor::{Quota, RateLimiter};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, MAX_CHANNELS_PER_CONNECTION};
 use crate::adapter::Broadcast;
-use crate::protocol::channel::validate_event_name;
+use crate::hub::{Presence, SubscribeError};
+use crate::protocol::channel::{validate_event_name, USER_CHANNEL_PREFIX};
 use crate::protocol::message::Subscribe;
-use crate::protocol::signature::{channel_auth_message, verify_auth};
+use crate::protocol::presence::{signin_user_id, MemberData};
+use crate::protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -26,7 +32,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ClientMessage::Pong => {}
             ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe),
             ClientMessage::Unsubscribe { channel } => {
-                if self.channels.remove(&channel) {
+                if !channel.starts_with(USER_CHANNEL_PREFIX) && self.channels.remove(&channel).is_some() {
                     self.hub.registry().unsubscribe(&self.app.id, &channel, self.socket_id);
                 }
             }
@@ -35,10 +41,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     self.out.push(Frame::error(ErrorCode::ClientEventRejected, message));
                 }
             }
-            ClientMessage::Signin { .. } => {
-                self.out
-                    .push(Frame::error(ErrorCode::Unauthorized, "User sign-in is not supported by this server yet"));
-            }
+            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data),
             ClientMessage::Unknown { event } => {
                 let shown: String = event.chars().take(64).collect();
                 self.out.push(Frame::error(ErrorCode::Generic, &format!("Unknown event {shown:?}")));
@@ -54,40 +57,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Ok(channel) => channel,
             Err(e) => return refuse(self, "InvalidChannel", &e.to_string(), 400),
         };
-        if !self.channels.contains(channel.name) && self.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
+        if !self.channels.contains_key(channel.name) && self.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
             let error = format!("A connection may subscribe to at most {MAX_CHANNELS_PER_CONNECTION} channels");
             return refuse(self, "LimitReached", &error, 400);
         }
-        match channel.kind {
-            ChannelKind::Public => {}
-            ChannelKind::Private | ChannelKind::PrivateEncrypted => {
-                let message = channel_auth_message(&self.socket_id.to_string(), channel.name, None);
-                let auth = request.auth.as_deref().unwrap_or_default();
-                if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
-                    return refuse(self, "AuthError", "Invalid signature", 401);
-                }
-            }
-            ChannelKind::Presence | ChannelKind::User => {
-                return refuse(
-                    self,
-                    "UnsupportedChannel",
-                    "Presence channels are not supported by this server yet",
-                    400,
-                );
+        let channel_data = match channel.kind {
+            ChannelKind::Presence => request.channel_data.as_deref(),
+            _ => None,
+        };
+        if channel.kind.needs_auth() {
+            let message = channel_auth_message(&self.socket_id.to_string(), channel.name, channel_data);
+            let auth = request.auth.as_deref().unwrap_or_default();
+            if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
+                return refuse(self, "AuthError", "Invalid signature", 401);
             }
         }
-        let succeeded = Frame::subscription_succeeded(channel.name, "{}");
-        self.hub.registry().subscribe(&self.app.id, channel.name, &self.out, succeeded);
-        self.channels.insert(channel.name.to_owned());
+        let member = match channel.kind {
+            ChannelKind::Presence => match MemberData::parse(channel_data, self.app.max_presence_user_info_size) {
+                Ok(member) => Some(member),
+                Err(e) => return refuse(self, "InvalidChannelData", &e.to_string(), 400),
+            },
+            _ => None,
+        };
+        let presence = member.as_ref().map(|member| Presence { member, max_members: self.app.max_presence_members });
+        match self.hub.registry().subscribe(&self.app.id, &channel, &self.out, presence) {
+            Ok(_) => {
+                self.channels.insert(channel.name.to_owned(), member.map(|m| m.user_id));
+            }
+            Err(SubscribeError::PresenceFull(max)) => {
+                refuse(self, "LimitReached", &format!("Presence channel is full ({max} members)"), 403)
+            }
+            Err(SubscribeError::UnknownApp) => refuse(self, "AppNotFound", "Unknown app", 404),
+        }
+    }
+
+    /// `pusher:signin`: the app vouches for who this connection is; events sent to the user
+    /// (`#server-to-user-{id}`) then reach it, and `terminate_connections` can close it.
+    fn signin(&mut self, auth: &str, user_data: &str) {
+        let message = signin_message(&self.socket_id.to_string(), user_data);
+        if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
+            self.out.push(Frame::error(ErrorCode::Unauthorized, "Invalid signature for pusher:signin"));
+            return;
+        }
+        let user_id = match signin_user_id(user_data) {
+            Ok(id) => id,
+            Err(e) => {
+                self.out.push(Frame::error(ErrorCode::Unauthorized, &e.to_string()));
+                return;
+            }
+        };
+        if let Some(previous) = self.user_id.take() {
+            let name = format!("{USER_CHANNEL_PREFIX}{previous}");
+            self.channels.remove(&name);
+            self.hub.registry().unsubscribe(&self.app.id, &name, self.socket_id);
+        }
+        self.hub.registry().join_user_channel(&self.app.id, &user_id, &self.out);
+        self.channels.insert(format!("{USER_CHANNEL_PREFIX}{user_id}"), None);
+        self.user_id = Some(user_id);
+        self.out.push(Frame::signin_success(user_data));
     }
 
     /// Relays a `client-*` event to the channel's other subscribers.
-    async fn client_event(
-        &mut self,
-        event: &str,
-        channel: &str,
-        data: Option<&serde_json::value::RawValue>,
-    ) -> Result<(), &'static str> {
+    async fn client_event(&mut self, event: &str, channel: &str, data: Option<&RawValue>) -> Result<(), &'static str> {
         if !self.app.enable_client_messages {
             return Err("Client events are not enabled for this app");
         }
@@ -96,10 +127,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if !matches!(name.kind, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence) {
             return Err("Client events are only allowed on private and presence channels");
         }
-        if !self.channels.contains(channel) {
+        let Some(member) = self.channels.get(channel) else {
             return Err("Client events are only allowed on channels the connection is subscribed to");
+        };
+        if let Some(per_second) = NonZeroU32::new(self.app.client_event_rate_limit) {
+            let limiter =
+                self.client_event_limiter.get_or_insert_with(|| RateLimiter::direct(Quota::per_second(per_second)));
+            if limiter.check().is_err() {
+                return Err("Client event rate limit exceeded");
+            }
         }
-        let frame = Frame::client_event(event, channel, data, None);
+        let frame = Frame::client_event(event, channel, data, member.as_deref());
         let broadcast =
             Broadcast { app_id: self.app.id.clone(), channel: channel.to_owned(), frame, except: Some(self.socket_id) };
         // Awaited in the connection's loop, so one client's events keep their order.

@@ -8,7 +8,7 @@
 mod handler;
 mod liveness;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,7 +103,9 @@ pub async fn serve<S>(
             out,
             rx,
             overflow,
-            channels: HashSet::new(),
+            channels: HashMap::new(),
+            user_id: None,
+            client_event_limiter: None,
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
@@ -134,9 +136,14 @@ struct Connection<S> {
     out: Outbound,
     rx: OutboundReceiver,
     overflow: OverflowSignal,
-    /// Channels this socket is subscribed to, so a disconnect leaves them all.
-    channels: HashSet<String>,
+    /// Channels this socket is subscribed to (with the presence user it joined as), so a
+    /// disconnect leaves them all.
+    channels: HashMap<String, Option<String>>,
     liveness: Liveness,
+    /// The signed-in user (`pusher:signin`).
+    user_id: Option<String>,
+    /// Built on the first client event, so connections that never send one pay nothing.
+    client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -235,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     fn leave_all_channels(&mut self) {
-        for channel in std::mem::take(&mut self.channels) {
+        for channel in std::mem::take(&mut self.channels).into_keys() {
             self.hub.registry().unsubscribe(&self.app.id, &channel, self.socket_id);
         }
     }

@@ -16,7 +16,10 @@ use crate::config::AppConfig;
 use crate::protocol::{Frame, SocketId};
 
 pub use outbound::{Outbound, OutboundReceiver, Outgoing, OverflowSignal};
-pub use registry::{Registry, Subscribed};
+pub use registry::{Presence, Registry, SubscribeError, Subscribed, Unsubscribed};
+
+/// How often changed subscription counts are announced: the throttle.
+pub const SUBSCRIPTION_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// An app as served: its configuration, shared by every connection and request of the app.
 pub type App = Arc<AppConfig>;
@@ -33,7 +36,7 @@ pub struct Hub {
 impl Hub {
     /// A hub for `apps` on a single node.
     pub fn local(apps: &[AppConfig]) -> Arc<Hub> {
-        let registry = Arc::new(Registry::new(apps.iter().map(|a| a.id.as_str())));
+        let registry = Arc::new(Registry::new(apps.iter().map(|a| (a.id.as_str(), a.subscription_count_events))));
         let adapter = Arc::new(LocalAdapter::new(registry.clone()));
         Hub::with_adapter(apps, registry, adapter)
     }
@@ -70,6 +73,29 @@ impl Hub {
 
     pub fn adapter(&self) -> &dyn Adapter {
         self.adapter.as_ref()
+    }
+
+    /// Starts the hub's shared background work (one task for the whole process, not one per
+    /// connection): the throttled `subscription_count` round.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SUBSCRIPTION_COUNT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        hub.registry.flush_subscription_counts();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes a signed-in user's connections on every node.
+    pub async fn terminate_user(&self, app_id: &str, user_id: &str) {
+        self.adapter.terminate_user(app_id, user_id).await;
     }
 
     /// A fresh socket id, unique across the cluster.

@@ -1,81 +1,276 @@
-//! This node's channels and their subscribers, per app, and the fan-out loop.
+//! This node's channels, subscribers and presence members, per app, and the fan-out loop.
 //!
 //! Channels live in a sharded map so that subscribes on different channels do not contend. Fan-out
 //! holds one shard's read lock while it pushes the same shared frame into each subscriber's queue;
-//! a push never waits on a socket, so no lock is ever held across a write.
+//! a push never waits on a socket, so no lock is ever held across a write. Everything a subscriber
+//! must see in order (the confirmation, the cached event, member changes) is pushed under the
+//! channel's lock, so it can never overtake or be overtaken by the channel's events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use super::outbound::Outbound;
 use crate::adapter::{Broadcast, LocalNode};
-use crate::protocol::{Frame, SocketId};
+use crate::protocol::channel::USER_CHANNEL_PREFIX;
+use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
+use crate::protocol::{ChannelKind, ChannelName, ErrorCode, Frame, SocketId};
 
-#[derive(Default)]
-struct Channel {
-    subscribers: HashMap<SocketId, Outbound>,
+/// How long a cache channel keeps its last event (Pusher keeps it 30 minutes).
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+/// Most cache channels remembered per app: every cache has a size.
+pub const MAX_CACHED_CHANNELS: usize = 10_000;
+
+struct Subscriber {
+    out: Outbound,
+    /// The presence member this socket joined as.
+    user_id: Option<Arc<str>>,
+}
+
+struct Member {
+    info: Option<String>,
+    /// Sockets of this user in the channel: a user is one member however many tabs it has.
+    sockets: usize,
 }
 
 #[derive(Default)]
+struct Channel {
+    subscribers: HashMap<SocketId, Subscriber>,
+    members: HashMap<Arc<str>, Member>,
+}
+
+impl Channel {
+    fn push_to_others(&self, except: SocketId, frame: &Frame) {
+        for (socket_id, sub) in &self.subscribers {
+            if *socket_id != except {
+                sub.out.push(frame.clone());
+            }
+        }
+    }
+}
+
 struct AppChannels {
+    /// Whether `pusher_internal:subscription_count` is sent for this app.
+    count_events: bool,
     channels: DashMap<Box<str>, Channel>,
     connections: AtomicUsize,
+    /// Last event of each cache channel, with when it was published.
+    cache: DashMap<Box<str>, (Frame, Instant)>,
 }
 
 /// Local subscriptions of every app served by this node.
 pub struct Registry {
     apps: HashMap<String, AppChannels>,
+    /// Channels whose subscriber count changed since the last `subscription_count` round.
+    count_changed: Mutex<HashSet<(String, String)>>,
 }
 
 /// What a subscribe changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribed {
     /// The socket was not subscribed before.
     pub new: bool,
     /// The channel had no local subscriber before.
     pub occupied: bool,
+    /// A presence member joined (the user had no socket in the channel before).
+    pub member_added: Option<String>,
+}
+
+/// What an unsubscribe changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribed {
+    /// The channel has no local subscriber left.
+    pub vacated: bool,
+    /// A presence member left (the user's last socket in the channel).
+    pub member_removed: Option<String>,
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    UnknownApp,
+    /// The presence channel is at its member cap.
+    PresenceFull(usize),
+}
+
+/// The presence part of a subscribe.
+pub struct Presence<'a> {
+    pub member: &'a MemberData,
+    pub max_members: usize,
+}
+
+impl AppChannels {
+    fn new(count_events: bool) -> Self {
+        AppChannels { count_events, channels: DashMap::new(), connections: AtomicUsize::new(0), cache: DashMap::new() }
+    }
 }
 
 impl Registry {
-    pub fn new<'a>(app_ids: impl IntoIterator<Item = &'a str>) -> Self {
-        Registry { apps: app_ids.into_iter().map(|id| (id.to_owned(), AppChannels::default())).collect() }
+    /// A registry for apps given as (id, whether subscription_count events are sent).
+    pub fn new<'a>(apps: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
+        Registry {
+            apps: apps.into_iter().map(|(id, count_events)| (id.to_owned(), AppChannels::new(count_events))).collect(),
+            count_changed: Mutex::new(HashSet::new()),
+        }
     }
 
-    /// Adds a subscriber and queues `succeeded` to it under the channel's lock, so that the
-    /// confirmation always precedes the channel's first event.
-    pub fn subscribe(&self, app_id: &str, channel: &str, out: &Outbound, succeeded: Frame) -> Subscribed {
-        let Some(app) = self.apps.get(app_id) else {
-            return Subscribed { new: false, occupied: false };
-        };
-        let mut entry = app.channels.entry(channel.into()).or_default();
+    /// Adds a subscriber, then, under the channel's lock: queues `subscription_succeeded` (with the
+    /// member list on presence channels), announces a new member to the others, and replays the
+    /// cached event (or `pusher:cache_miss`) on cache channels.
+    pub fn subscribe(
+        &self,
+        app_id: &str,
+        channel: &ChannelName<'_>,
+        out: &Outbound,
+        presence: Option<Presence<'_>>,
+    ) -> Result<Subscribed, SubscribeError> {
+        let app = self.apps.get(app_id).ok_or(SubscribeError::UnknownApp)?;
+        let name = channel.name;
+        let mut entry = app.channels.entry(name.into()).or_default();
         let occupied = entry.subscribers.is_empty();
-        let new = entry.subscribers.insert(out.socket_id(), out.clone()).is_none();
-        out.push(succeeded);
-        Subscribed { new, occupied }
+        let socket_id = out.socket_id();
+        let new = !entry.subscribers.contains_key(&socket_id);
+        let mut member_added = None;
+
+        let succeeded_data = match &presence {
+            None => {
+                entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: None });
+                "{}".to_owned()
+            }
+            Some(p) => {
+                let user_id: Arc<str> = Arc::from(p.member.user_id.as_str());
+                let previous = entry.subscribers.get(&socket_id).and_then(|s| s.user_id.clone());
+                if previous.as_deref() != Some(&*user_id) {
+                    let is_new_member = !entry.members.contains_key(&user_id);
+                    if is_new_member && entry.members.len() >= p.max_members {
+                        drop(entry);
+                        self.drop_if_empty(app, name);
+                        return Err(SubscribeError::PresenceFull(p.max_members));
+                    }
+                    if let Some(previous) = previous {
+                        // Re-subscribing as another user: leave as the old one first.
+                        Self::leave_member(&mut entry, name, socket_id, &previous);
+                    }
+                    let member = entry.members.entry(user_id.clone()).or_insert(Member { info: None, sockets: 0 });
+                    member.sockets += 1;
+                    member.info = p.member.user_info.clone();
+                    if is_new_member {
+                        let frame = Frame::internal("pusher_internal:member_added", Some(name), &p.member.added_json());
+                        entry.push_to_others(socket_id, &frame);
+                        member_added = Some(p.member.user_id.clone());
+                    }
+                }
+                entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: Some(user_id) });
+                presence_succeeded_json(entry.members.iter().map(|(id, m)| (&**id, m.info.as_deref())))
+            }
+        };
+        out.push(Frame::subscription_succeeded(name, &succeeded_data));
+        if channel.cache {
+            match app.cache.get(name).filter(|c| c.1.elapsed() < CACHE_TTL) {
+                Some(cached) => out.push(cached.0.clone()),
+                None => out.push(Frame::cache_miss(name)),
+            };
+        }
+        drop(entry);
+        if app.count_events && channel.kind != ChannelKind::Presence {
+            self.mark_count_changed(app_id, name);
+        }
+        Ok(Subscribed { new, occupied, member_added })
     }
 
-    /// Removes a subscriber. Returns `Some(vacated)` when it was subscribed.
-    pub fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) -> Option<bool> {
+    /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
+    pub fn join_user_channel(&self, app_id: &str, user_id: &str, out: &Outbound) {
+        if let Some(app) = self.apps.get(app_id) {
+            let name = format!("{USER_CHANNEL_PREFIX}{user_id}");
+            app.channels
+                .entry(name.into())
+                .or_default()
+                .subscribers
+                .insert(out.socket_id(), Subscriber { out: out.clone(), user_id: None });
+        }
+    }
+
+    /// Closes every local connection of a user (the HTTP API's `terminate_connections`).
+    pub fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
+        let Some(app) = self.apps.get(app_id) else { return 0 };
+        let name = format!("{USER_CHANNEL_PREFIX}{user_id}");
+        let Some(channel) = app.channels.get(name.as_str()) else { return 0 };
+        for sub in channel.subscribers.values() {
+            sub.out.close(ErrorCode::Unauthorized, "Connection terminated by the application");
+        }
+        channel.subscribers.len()
+    }
+
+    /// Removes a subscriber. Returns `None` when it was not subscribed.
+    pub fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) -> Option<Unsubscribed> {
         let app = self.apps.get(app_id)?;
-        let removed = {
+        let member_removed = {
             let mut entry = app.channels.get_mut(channel)?;
-            entry.subscribers.remove(&socket_id).is_some()
+            let sub = entry.subscribers.remove(&socket_id)?;
+            match sub.user_id {
+                Some(user_id) => Self::leave_member(&mut entry, channel, socket_id, &user_id),
+                None => None,
+            }
         };
-        if !removed {
+        let vacated = self.drop_if_empty(app, channel);
+        if app.count_events && !channel.starts_with("presence-") && !channel.starts_with(USER_CHANNEL_PREFIX) {
+            self.mark_count_changed(app_id, channel);
+        }
+        Some(Unsubscribed { vacated, member_removed })
+    }
+
+    /// One socket of `user_id` leaves; when it was the user's last, the member is removed and the
+    /// others are told.
+    fn leave_member(entry: &mut Channel, channel: &str, socket_id: SocketId, user_id: &str) -> Option<String> {
+        let member = entry.members.get_mut(user_id)?;
+        member.sockets -= 1;
+        if member.sockets > 0 {
             return None;
         }
-        // Re-checked under the write lock: a subscribe may have slipped in between.
-        let vacated = app.channels.remove_if(channel, |_, c| c.subscribers.is_empty()).is_some();
-        Some(vacated)
+        entry.members.remove(user_id);
+        let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
+        entry.push_to_others(socket_id, &frame);
+        Some(user_id.to_owned())
+    }
+
+    /// Frees a channel with no subscriber left; re-checked under the write lock, since a subscribe
+    /// may have slipped in.
+    fn drop_if_empty(&self, app: &AppChannels, channel: &str) -> bool {
+        app.channels.remove_if(channel, |_, c| c.subscribers.is_empty()).is_some()
+    }
+
+    fn mark_count_changed(&self, app_id: &str, channel: &str) {
+        if let Ok(mut changed) = self.count_changed.lock() {
+            changed.insert((app_id.to_owned(), channel.to_owned()));
+        }
+    }
+
+    /// Sends `pusher_internal:subscription_count` to every channel whose count changed since the
+    /// last call. Called on a coarse shared tick, which is what throttles it.
+    pub fn flush_subscription_counts(&self) -> usize {
+        let changed = match self.count_changed.lock() {
+            Ok(mut changed) => std::mem::take(&mut *changed),
+            Err(_) => return 0,
+        };
+        let mut sent = 0;
+        for (app_id, channel) in changed {
+            let Some(app) = self.apps.get(&app_id) else { continue };
+            let Some(entry) = app.channels.get(channel.as_str()) else { continue };
+            let frame = Frame::subscription_count(&channel, entry.subscribers.len());
+            for sub in entry.subscribers.values() {
+                sub.out.push(frame.clone());
+            }
+            sent += 1;
+        }
+        sent
     }
 
     /// Counts a new connection against the app's quota; false when at `max`.
     pub fn try_add_connection(&self, app_id: &str, max: Option<u64>) -> bool {
-        let Some(app) = self.apps.get(app_id) else {
-            return false;
-        };
+        let Some(app) = self.apps.get(app_id) else { return false };
         let limit = max.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         app.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
     }
@@ -86,28 +281,42 @@ impl Registry {
         }
     }
 
-    /// Total subscriptions of every app (for tests and metrics: proves nothing leaks).
+    /// Total subscriptions of every app (proves nothing leaks).
     pub fn total_subscriptions(&self) -> usize {
-        self.apps.values().flat_map(|a| a.channels.iter().map(|c| c.subscribers.len()).collect::<Vec<_>>()).sum()
+        self.apps.values().map(|a| a.channels.iter().map(|c| c.subscribers.len()).sum::<usize>()).sum()
     }
 
     /// Total channels of every app.
     pub fn total_channels(&self) -> usize {
         self.apps.values().map(|a| a.channels.len()).sum()
     }
+
+    /// Keeps the last event of a cache channel.
+    fn remember(&self, app: &AppChannels, channel: &str, frame: &Frame) {
+        if app.cache.len() >= MAX_CACHED_CHANNELS && !app.cache.contains_key(channel) {
+            app.cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if app.cache.len() >= MAX_CACHED_CHANNELS {
+                tracing::warn!(
+                    channel,
+                    "cache channel not remembered: {MAX_CACHED_CHANNELS} cache channels already are"
+                );
+                return;
+            }
+        }
+        app.cache.insert(channel.into(), (frame.clone(), Instant::now()));
+    }
 }
 
 impl LocalNode for Registry {
     fn deliver(&self, b: &Broadcast) -> usize {
-        let Some(app) = self.apps.get(&b.app_id) else {
-            return 0;
-        };
-        let Some(channel) = app.channels.get(b.channel.as_str()) else {
-            return 0;
-        };
+        let Some(app) = self.apps.get(&b.app_id) else { return 0 };
+        if ChannelName::parse_for_publish(&b.channel).is_ok_and(|c| c.cache) {
+            self.remember(app, &b.channel, &b.frame);
+        }
+        let Some(channel) = app.channels.get(b.channel.as_str()) else { return 0 };
         let mut delivered = 0;
-        for (socket_id, out) in &channel.subscribers {
-            if Some(*socket_id) != b.except && out.push(b.frame.clone()) {
+        for (socket_id, sub) in &channel.subscribers {
+            if Some(*socket_id) != b.except && sub.out.push(b.frame.clone()) {
                 delivered += 1;
             }
         }
@@ -118,39 +327,69 @@ impl LocalNode for Registry {
         self.apps.get(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
     }
 
-    fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
-        let Some(app) = self.apps.get(app_id) else {
-            return Vec::new();
-        };
+    fn members(&self, app_id: &str, channel: &str) -> Vec<String> {
+        self.apps
+            .get(app_id)
+            .and_then(|a| a.channels.get(channel).map(|c| c.members.keys().map(|k| k.to_string()).collect()))
+            .unwrap_or_default()
+    }
+
+    fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)> {
+        let Some(app) = self.apps.get(app_id) else { return Vec::new() };
         app.channels
             .iter()
-            .filter(|c| !c.subscribers.is_empty())
-            .map(|c| (c.key().to_string(), c.subscribers.len()))
+            .filter(|c| !c.subscribers.is_empty() && !c.key().starts_with(USER_CHANNEL_PREFIX))
+            .map(|c| (c.key().to_string(), c.subscribers.len(), c.members.len()))
             .collect()
     }
 
     fn connection_count(&self, app_id: &str) -> usize {
         self.apps.get(app_id).map_or(0, |a| a.connections.load(Ordering::Acquire))
     }
+
+    fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
+        Registry::terminate_user(self, app_id, user_id)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::outbound::Outgoing;
+    use crate::hub::outbound::{OutboundReceiver, Outgoing};
 
     fn sid(seq: u64) -> SocketId {
         SocketId { node: 1, seq }
     }
 
+    fn chan(name: &str) -> ChannelName<'_> {
+        ChannelName::parse(name).unwrap()
+    }
+
+    async fn drain(rx: &mut OutboundReceiver) -> Vec<serde_json::Value> {
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        while let Ok(n) = tokio::time::timeout(Duration::from_millis(20), rx.recv_many(&mut got, 100)).await {
+            if n == 0 {
+                break;
+            }
+            for item in got.drain(..) {
+                if let Outgoing::Frame(f) = item {
+                    out.push(serde_json::from_str(f.as_str()).unwrap());
+                }
+            }
+        }
+        out
+    }
+
     #[tokio::test]
     async fn fan_out_shares_one_frame_and_honours_exclusion() {
-        let reg = Registry::new(["a"]);
+        let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
-        let ok = Frame::subscription_succeeded("c", "{}");
-        assert_eq!(reg.subscribe("a", "c", &o1, ok.clone()), Subscribed { new: true, occupied: true });
-        assert_eq!(reg.subscribe("a", "c", &o2, ok.clone()), Subscribed { new: true, occupied: false });
+        let s1 = reg.subscribe("a", &chan("c"), &o1, None).unwrap();
+        assert!(s1.new && s1.occupied);
+        let s2 = reg.subscribe("a", &chan("c"), &o2, None).unwrap();
+        assert!(s2.new && !s2.occupied);
         let frame = Frame::event("e", "c", "d");
         let b = Broadcast { app_id: "a".into(), channel: "c".into(), frame: frame.clone(), except: Some(sid(1)) };
         assert_eq!(reg.deliver(&b), 1);
@@ -161,29 +400,131 @@ mod tests {
             Outgoing::Frame(f) => assert_eq!(f.bytes().as_ptr(), frame.bytes().as_ptr(), "same bytes, not a copy"),
             other => panic!("{other:?}"),
         }
-        got.clear();
-        r1.recv_many(&mut got, 10).await;
-        assert_eq!(got.len(), 1, "only the confirmation: the event was excluded");
+        assert_eq!(drain(&mut r1).await.len(), 1, "only the confirmation: the event was excluded");
     }
 
     #[test]
     fn unsubscribing_the_last_socket_vacates_and_frees_the_channel() {
-        let reg = Registry::new(["a"]);
+        let reg = Registry::new([("a", true)]);
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", "c", &o1, Frame::pong());
-        reg.subscribe("a", "c", &o2, Frame::pong());
+        reg.subscribe("a", &chan("c"), &o1, None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, None).unwrap();
         assert_eq!(reg.subscription_count("a", "c"), 2);
-        assert_eq!(reg.unsubscribe("a", "c", sid(1)), Some(false));
+        assert_eq!(reg.unsubscribe("a", "c", sid(1)), Some(Unsubscribed { vacated: false, member_removed: None }));
         assert_eq!(reg.unsubscribe("a", "c", sid(1)), None, "twice is a no-op");
-        assert_eq!(reg.unsubscribe("a", "c", sid(2)), Some(true));
+        assert_eq!(reg.unsubscribe("a", "c", sid(2)), Some(Unsubscribed { vacated: true, member_removed: None }));
         assert_eq!(reg.total_channels(), 0);
         assert!(reg.channels("a").is_empty());
     }
 
+    #[tokio::test]
+    async fn presence_members_are_users_not_sockets() {
+        let reg = Registry::new([("a", true)]);
+        let ann = MemberData { user_id: "ann".into(), user_info: Some(r#"{"n":1}"#.into()) };
+        let bob = MemberData { user_id: "bob".into(), user_info: None };
+        let p = |m| Some(Presence { member: m, max_members: 100 });
+        let room = chan("presence-room");
+        let (ann1, mut ann1_rx) = Outbound::new(sid(1), 1 << 20);
+        let (ann2, mut ann2_rx) = Outbound::new(sid(2), 1 << 20);
+        let (bob1, mut bob1_rx) = Outbound::new(sid(3), 1 << 20);
+
+        assert_eq!(reg.subscribe("a", &room, &ann1, p(&ann)).unwrap().member_added.as_deref(), Some("ann"));
+        assert_eq!(reg.subscribe("a", &room, &bob1, p(&bob)).unwrap().member_added.as_deref(), Some("bob"));
+        assert_eq!(reg.subscribe("a", &room, &ann2, p(&ann)).unwrap().member_added, None, "same user twice");
+        assert_eq!(reg.members("a", "presence-room").len(), 2);
+
+        let ann1_saw = drain(&mut ann1_rx).await;
+        assert_eq!(ann1_saw[0]["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(ann1_saw[1]["event"], "pusher_internal:member_added", "bob joined");
+        assert_eq!(ann1_saw.len(), 2, "ann's second tab is not announced");
+        let bob_saw = drain(&mut bob1_rx).await;
+        let data: serde_json::Value = serde_json::from_str(bob_saw[0]["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["presence"]["count"], 2);
+        assert_eq!(data["presence"]["hash"]["ann"]["n"], 1);
+        assert_eq!(drain(&mut ann2_rx).await.len(), 1);
+
+        // First tab leaves: ann is still a member. Last tab leaves: removed, bob is told.
+        assert_eq!(reg.unsubscribe("a", "presence-room", sid(1)).unwrap().member_removed, None);
+        assert!(drain(&mut bob1_rx).await.is_empty());
+        assert_eq!(reg.unsubscribe("a", "presence-room", sid(2)).unwrap().member_removed.as_deref(), Some("ann"));
+        let bob_saw = drain(&mut bob1_rx).await;
+        assert_eq!(bob_saw[0]["event"], "pusher_internal:member_removed");
+        assert_eq!(bob_saw[0]["data"], r#"{"user_id":"ann"}"#);
+        assert_eq!(reg.members("a", "presence-room"), vec!["bob".to_string()]);
+        reg.unsubscribe("a", "presence-room", sid(3));
+        assert_eq!(reg.total_channels(), 0);
+    }
+
+    #[test]
+    fn presence_member_cap() {
+        let reg = Registry::new([("a", true)]);
+        let room = chan("presence-small");
+        let users: Vec<MemberData> = (0..3).map(|i| MemberData { user_id: i.to_string(), user_info: None }).collect();
+        let outs: Vec<_> = (0..4).map(|i| Outbound::new(sid(i), 1 << 20)).collect();
+        for i in 0..2 {
+            reg.subscribe("a", &room, &outs[i].0, Some(Presence { member: &users[i], max_members: 2 })).unwrap();
+        }
+        let err = reg.subscribe("a", &room, &outs[2].0, Some(Presence { member: &users[2], max_members: 2 }));
+        assert_eq!(err, Err(SubscribeError::PresenceFull(2)));
+        // An existing member's second socket is not a new member.
+        assert!(reg.subscribe("a", &room, &outs[3].0, Some(Presence { member: &users[0], max_members: 2 })).is_ok());
+    }
+
+    #[tokio::test]
+    async fn cache_channels_replay_the_last_event_or_say_miss() {
+        let reg = Registry::new([("a", true)]);
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        reg.subscribe("a", &chan("cache-prices"), &o1, None).unwrap();
+        let saw = drain(&mut r1).await;
+        assert_eq!(saw[1]["event"], "pusher:cache_miss");
+        for price in ["1", "2"] {
+            let frame = Frame::event("price", "cache-prices", price);
+            reg.deliver(&Broadcast { app_id: "a".into(), channel: "cache-prices".into(), frame, except: None });
+        }
+        let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
+        reg.subscribe("a", &chan("cache-prices"), &o2, None).unwrap();
+        let saw = drain(&mut r2).await;
+        assert_eq!(saw[0]["event"], "pusher_internal:subscription_succeeded");
+        assert_eq!(saw[1]["data"], "2", "the last event, right after the confirmation");
+        // Non-cache channels keep nothing.
+        reg.deliver(&Broadcast { app_id: "a".into(), channel: "plain".into(), frame: Frame::pong(), except: None });
+        assert_eq!(reg.apps["a"].cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn subscription_counts_are_batched_per_round() {
+        let reg = Registry::new([("a", true)]);
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
+        reg.subscribe("a", &chan("c"), &o1, None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, None).unwrap();
+        drain(&mut r1).await;
+        assert_eq!(reg.flush_subscription_counts(), 1, "two changes, one message");
+        let saw = drain(&mut r1).await;
+        assert_eq!(saw.len(), 1);
+        assert_eq!(saw[0]["data"], r#"{"subscription_count":2}"#);
+        assert_eq!(reg.flush_subscription_counts(), 0);
+    }
+
+    #[tokio::test]
+    async fn terminate_user_closes_each_of_its_sockets() {
+        let reg = Registry::new([("a", true)]);
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
+        reg.join_user_channel("a", "42", &o1);
+        reg.join_user_channel("a", "42", &o2);
+        assert_eq!(reg.terminate_user("a", "42"), 2);
+        assert_eq!(reg.terminate_user("a", "43"), 0);
+        let mut got = Vec::new();
+        r1.recv_many(&mut got, 10).await;
+        assert!(matches!(got[0], Outgoing::Close { code: ErrorCode::Unauthorized, .. }));
+        assert!(reg.channels("a").is_empty(), "user channels are not listed");
+    }
+
     #[test]
     fn connection_quota() {
-        let reg = Registry::new(["a"]);
+        let reg = Registry::new([("a", true)]);
         assert!(reg.try_add_connection("a", Some(2)));
         assert!(reg.try_add_connection("a", Some(2)));
         assert!(!reg.try_add_connection("a", Some(2)));

@@ -95,6 +95,31 @@ impl Frame {
         Self::from_string(out)
     }
 
+    /// `pusher:cache_miss`: a cache channel had no event to replay.
+    pub fn cache_miss(channel: &str) -> Self {
+        let mut out = String::from(r#"{"event":"pusher:cache_miss","channel":"#);
+        push_json_string(&mut out, channel);
+        out.push('}');
+        Self::from_string(out)
+    }
+
+    /// `pusher_internal:subscription_count`, sent when a channel's count changes.
+    pub fn subscription_count(channel: &str, count: usize) -> Self {
+        Self::internal(
+            "pusher_internal:subscription_count",
+            Some(channel),
+            &format!(r#"{{"subscription_count":{count}}}"#),
+        )
+    }
+
+    /// `pusher:signin_success`, echoing the signed `user_data`.
+    pub fn signin_success(user_data: &str) -> Self {
+        let mut data = String::from(r#"{"user_data":"#);
+        push_json_string(&mut data, user_data);
+        data.push('}');
+        Self::internal("pusher:signin_success", None, &data)
+    }
+
     /// An application event published through the HTTP API: `data` is the published string,
     /// passed through byte for byte (JSON-escaped into the envelope).
     pub fn event(event: &str, channel: &str, data: &str) -> Self {

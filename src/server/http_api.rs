@@ -183,7 +183,8 @@ async fn channel_attributes<S: AsRef<str>>(
                 if ChannelName::parse(channel).map(|c| c.kind) != Ok(ChannelKind::Presence) {
                     return Err(ApiError::bad_request("user_count is only available for presence channels"));
                 }
-                return Err(ApiError::bad_request("Presence channels are not supported by this server yet"));
+                let count = state.hub.adapter().members(&app.id, channel).await.len();
+                attributes.insert("user_count".into(), count.into());
             }
             _ => {}
         }
@@ -246,13 +247,16 @@ pub async fn channels(State(state): State<AppState>, Path(app_id): Path<String>,
         return Err(ApiError::bad_request("info=user_count requires filter_by_prefix=presence-"));
     }
     let mut listed = BTreeMap::new();
-    for (name, count) in state.hub.adapter().channels(&req.app.id).await {
+    for (name, subscriptions, users) in state.hub.adapter().channels(&req.app.id).await {
         if !name.starts_with(&prefix) {
             continue;
         }
         let mut attributes = Map::new();
         if info.contains(&"subscription_count") {
-            attributes.insert("subscription_count".into(), count.into());
+            attributes.insert("subscription_count".into(), subscriptions.into());
+        }
+        if info.contains(&"user_count") {
+            attributes.insert("user_count".into(), users.into());
         }
         listed.insert(name, Value::Object(attributes));
     }
@@ -280,4 +284,35 @@ pub async fn connections(State(state): State<AppState>, Path(app_id): Path<Strin
     let req = authorize(&state, &app_id, request).await?;
     let count = state.hub.adapter().connection_count(&req.app.id).await;
     Ok(Json(json!({ "connections": count })).into_response())
+}
+
+/// The members of a presence channel: `{"users":[{"id":"7"}]}`.
+pub async fn users(
+    State(state): State<AppState>,
+    Path((app_id, channel)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    match ChannelName::parse(&channel) {
+        Ok(c) if c.kind == ChannelKind::Presence => {}
+        _ => return Err(ApiError::bad_request("Users can only be listed for presence channels")),
+    }
+    let mut ids = state.hub.adapter().members(&req.app.id, &channel).await;
+    ids.sort();
+    let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+/// Closes every connection of a signed-in user, on every node.
+pub async fn terminate_connections(
+    State(state): State<AppState>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    let req = authorize(&state, &app_id, request).await?;
+    if user_id.is_empty() || ChannelName::parse(&user_id).is_err() {
+        return Err(ApiError::bad_request("Invalid user id"));
+    }
+    state.hub.terminate_user(&req.app.id, &user_id).await;
+    Ok(Json(json!({})).into_response())
 }

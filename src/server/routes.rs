@@ -15,6 +15,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/batch_events", post(http_api::batch_events))
         .route("/apps/{app_id}/channels", get(http_api::channels))
         .route("/apps/{app_id}/channels/{channel}", get(http_api::channel))
+        .route("/apps/{app_id}/channels/{channel}/users", get(http_api::users))
+        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(http_api::terminate_connections))
         .route("/apps/{app_id}/connections", get(http_api::connections))
         .route("/up", get(up));
     let path = state.config.server.path.clone();

@@ -38,6 +38,15 @@ impl TestServer {
         TestServer::start_with_config(port, &config, &[]).await
     }
 
+    /// Starts Herald with the test app configured only by `app_lines` (client events off by default).
+    pub async fn start_with_app(app_lines: &str) -> TestServer {
+        let port = free_port();
+        let config = format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{app_lines}\n"
+        );
+        TestServer::start_with_config(port, &config, &[]).await
+    }
+
     pub async fn start_with_config(port: u16, config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = std::env::temp_dir().join(format!("herald-test-{}-{}", std::process::id(), rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
