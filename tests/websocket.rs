@@ -309,3 +309,29 @@ async fn a_slow_reader_is_dropped_while_others_get_every_event() {
     assert!(received < batches * 10, "a stalled client cannot have received everything");
     assert!(matches!(end, Ended::Closed(Some(4100)) | Ended::Eof), "{end:?}");
 }
+
+#[tokio::test]
+async fn foreign_origins_are_refused_with_4009() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::start("", r#"allowed_origins = ["https://app.example.com", "*.example.org"]"#).await;
+    let attempt = |origin: Option<&'static str>| {
+        let url = server.ws_url(KEY, "protocol=7");
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            if let Some(origin) = origin {
+                request.headers_mut().insert("Origin", origin.parse().unwrap());
+            }
+            let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("handshake");
+            let mut client = Client { ws };
+            client.recv().await
+        }
+    };
+    for allowed in [Some("https://app.example.com"), Some("https://eu.example.org"), None] {
+        assert_eq!(attempt(allowed).await["event"], "pusher:connection_established", "{allowed:?}");
+    }
+    for refused in ["https://evil.example", "http://app.example.com", "https://example.org"] {
+        let error = attempt(Some(refused)).await;
+        assert_eq!(error["event"], "pusher:error", "{refused}");
+        assert_eq!(data_of(&error)["code"], 4009, "{refused}");
+    }
+}

@@ -26,18 +26,13 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     if config.scaling.enabled {
         anyhow::bail!("[scaling] enabled = true: Redis scaling is not available in this build yet");
     }
-    if config.server.tls.is_some() {
-        anyhow::bail!(
-            "[server.tls] is set: built-in TLS is not available in this build yet; terminate TLS in a reverse proxy"
-        );
-    }
 
     let shutdown = CancellationToken::new();
     let hub = Hub::local(&config.apps);
     hub.spawn_background(shutdown.clone());
     let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
     let addr = server.local_addr()?;
-    print_banner(&config, addr);
+    print_banner(&config, addr, server.is_tls());
 
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -48,11 +43,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 }
 
 /// What a user needs to connect, on stdout. Secrets are shown only for the embedded demo app.
-fn print_banner(config: &Config, addr: std::net::SocketAddr) {
+fn print_banner(config: &Config, addr: std::net::SocketAddr, tls: bool) {
     let path = &config.server.path;
+    let (ws, http) = if tls { ("wss", "https") } else { ("ws", "http") };
     println!("Herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     for app in &config.apps {
-        println!("  app id={} key={}  ->  ws://{addr}{path}/app/{}", app.id, app.key, app.key);
+        println!("  app id={} key={}  ->  {ws}://{addr}{path}/app/{}", app.id, app.key, app.key);
     }
     if config.uses_default_app() {
         let app = &config.apps[0];
@@ -62,7 +58,7 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr) {
         );
         warn!("serving the embedded demo app: set REVERB_APP_* or --config for production");
     }
-    println!("  HTTP API: http://{addr}{path}/apps/{{id}}/events   health: http://{addr}/up");
+    println!("  HTTP API: {http}://{addr}{path}/apps/{{id}}/events   health: {http}://{addr}/up");
 }
 
 async fn wait_for_signal() {

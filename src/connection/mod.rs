@@ -39,6 +39,8 @@ pub struct Handshake {
     pub app_key: String,
     /// The `protocol` query parameter, if any.
     pub protocol: Option<String>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
 }
 
 /// Server-wide limits a connection needs.
@@ -76,6 +78,10 @@ pub async fn serve<S>(
         )
         .await;
     };
+    if !crate::protocol::origin::origin_allowed(&app.allowed_origins, handshake.origin.as_deref()) {
+        debug!(app_id = %app.id, "refused: origin not allowed");
+        return goodbye(ws, Exit::Pusher(ErrorCode::Unauthorized, "Origin not allowed".into())).await;
+    }
     if let Err(code) = check_protocol_version(handshake.protocol.as_deref()) {
         return goodbye(ws, Exit::Pusher(code, code.message().into())).await;
     }

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod origin;
 pub mod presence;
 pub mod signature;
 pub mod socket_id;

@@ -6,6 +6,7 @@
 
 pub mod http_api;
 mod routes;
+mod tls;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -40,24 +41,31 @@ pub struct AppState {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
     /// Binds the configured address.
     pub async fn bind(config: Config, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<Server> {
         let addr = format!("{}:{}", config.server.host, config.server.port);
+        let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let state = AppState { hub, config: Arc::new(config), shutdown, open_sockets: Arc::new(AtomicUsize::new(0)) };
-        Ok(Server { listener, state })
+        Ok(Server { listener, state, tls })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// Whether clients must use `wss://` and `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Accepts connections until shutdown, then gives open WebSockets a bounded time to close.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { listener, state } = self;
+        let Server { listener, state, tls } = self;
         let router = routes::router(state.clone());
         let header_timeout = Duration::from_millis(state.config.server.handshake_timeout_ms);
         loop {
@@ -74,25 +82,23 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
+            let router = router.clone();
             let shutdown = state.shutdown.clone();
-            tokio::spawn(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            debug!(%peer, error = %e, "http connection ended with an error");
-                        }
-                    }
-                    _ = shutdown.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-                    }
+            match tls.clone() {
+                None => {
+                    tokio::spawn(serve_http(stream, router, header_timeout, shutdown, peer));
                 }
-            });
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        // The TLS handshake shares the request-head deadline.
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_http(stream, router, header_timeout, shutdown, peer).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
         }
         info!("shutting down: closing connections with 4200 so clients reconnect");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -100,5 +106,33 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted stream, plain or TLS.
+async fn serve_http<S>(
+    stream: S,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
     }
 }

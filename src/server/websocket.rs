@@ -12,6 +12,7 @@ use axum::Json;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -49,7 +50,8 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
     let ws_config = websocket_config(max_message_size);
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let handshake = Handshake { app_key: key, protocol };
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    let handshake = Handshake { app_key: key, protocol, origin };
 
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -60,8 +62,10 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
             }
         };
         let _open = OpenSocket::new(&state);
-        // Take the plain TCP stream back from hyper, with any bytes it had already read.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // Take the plain (or TLS) stream back from hyper, with any bytes it had already read.
+        let hub = state.hub.clone();
+        let shutdown = state.shutdown.clone();
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let ws = WebSocketStream::from_partially_read(
                     parts.io.into_inner(),
@@ -70,11 +74,24 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
                     Some(ws_config),
                 )
                 .await;
-                connection::serve(ws, state.hub.clone(), handshake, limits, state.shutdown.clone()).await;
+                return connection::serve(ws, hub, handshake, limits, shutdown).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let ws = WebSocketStream::from_partially_read(
+                    parts.io.into_inner(),
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                connection::serve(ws, hub, handshake, limits, shutdown).await;
             }
             Err(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-                connection::serve(ws, state.hub.clone(), handshake, limits, state.shutdown.clone()).await;
+                connection::serve(ws, hub, handshake, limits, shutdown).await;
             }
         }
     });

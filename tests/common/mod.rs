@@ -59,17 +59,21 @@ impl TestServer {
         }
         let child = cmd.spawn().expect("spawn herald");
         let mut server = TestServer { port, child, dir };
-        server.wait_ready().await;
+        server.wait_ready(config.contains("[server.tls]")).await;
         server
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self, tls: bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("herald exited early with {status}: {}", self.output());
             }
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/up", self.port)).await {
+            if tls {
+                if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                    return;
+                }
+            } else if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/up", self.port)).await {
                 if r.status() == 200 {
                     return;
                 }
@@ -163,6 +167,11 @@ impl Drop for TestServer {
 
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// The port a listener on 127.0.0.1 is free to take.
+pub fn unused_port() -> u16 {
+    free_port()
 }
 
 /// What a client saw instead of a message.
