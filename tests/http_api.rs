@@ -167,3 +167,24 @@ async fn a_path_prefix_moves_every_route_but_signatures_cover_the_bare_path() {
         "unprefixed route is gone"
     );
 }
+
+#[tokio::test]
+async fn the_api_request_rate_is_limited_per_app_with_429() {
+    let server = TestServer::start("", "api_rate_limit = 5").await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let (status, body) = server.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+        if status == 429 {
+            assert!(body["error"].is_string(), "{body}");
+        }
+        statuses.push(status);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 10, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    // Forged requests are throttled as well (the check comes before the signature).
+    let (status, _) = server.api_as(KEY, "forged", "GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+    assert_eq!(status, 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await.0, 200, "the bucket refills");
+}

@@ -335,3 +335,30 @@ async fn foreign_origins_are_refused_with_4009() {
         assert_eq!(data_of(&error)["code"], 4009, "{refused}");
     }
 }
+
+#[tokio::test]
+async fn reverb_rate_limiting_refuses_or_terminates_floods() {
+    let limits = "[apps.rate_limiting]\nenabled = true\nmax_attempts = 3\ndecay_seconds = 60";
+    let server = TestServer::start("", limits).await;
+    let (mut c, _) = server.connect().await;
+    for _ in 0..5 {
+        c.send(r#"{"event":"pusher:ping"}"#).await;
+    }
+    let mut events = Vec::new();
+    for _ in 0..5 {
+        let m = c.recv().await;
+        events.push(if m["event"] == "pusher:error" {
+            data_of(&m)["code"].to_string()
+        } else {
+            m["event"].to_string()
+        });
+    }
+    assert_eq!(events, ["\"pusher:pong\"", "\"pusher:pong\"", "\"pusher:pong\"", "4301", "4301"]);
+
+    let server = TestServer::start("", &format!("{limits}\nterminate = true")).await;
+    let (mut c, _) = server.connect().await;
+    for _ in 0..4 {
+        c.send(r#"{"event":"pusher:ping"}"#).await;
+    }
+    assert_eq!(c.closed_with().await, Some(4301));
+}

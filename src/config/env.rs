@@ -66,6 +66,18 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
         if let Some(v) = get("REVERB_APP_MAX_CONNECTIONS") {
             app.max_connections = Some(parse_number("REVERB_APP_MAX_CONNECTIONS", &v)?);
         }
+        if let Some(v) = get("REVERB_APP_RATE_LIMITING_ENABLED") {
+            app.rate_limiting.enabled = parse_bool("REVERB_APP_RATE_LIMITING_ENABLED", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS") {
+            app.rate_limiting.max_attempts = parse_number("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_RATE_LIMIT_DECAY_SECONDS") {
+            app.rate_limiting.decay_seconds = parse_number("REVERB_APP_RATE_LIMIT_DECAY_SECONDS", &v)?;
+        }
+        if let Some(v) = get("REVERB_APP_RATE_LIMIT_TERMINATE") {
+            app.rate_limiting.terminate = parse_bool("REVERB_APP_RATE_LIMIT_TERMINATE", &v)?;
+        }
     }
     Ok(())
 }

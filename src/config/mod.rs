@@ -103,6 +103,12 @@ pub struct AppConfig {
     /// (opt-in, as on Pusher).
     #[serde(default)]
     pub subscription_count_events: bool,
+    /// Signed HTTP API requests per second for the app (429 above); 0 for no limit.
+    #[serde(default = "defaults::api_rate_limit")]
+    pub api_rate_limit: u32,
+    /// Reverb's message rate limiting: every message a connection sends counts.
+    #[serde(default)]
+    pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -124,8 +130,28 @@ impl AppConfig {
             max_presence_members: defaults::max_presence_members(),
             max_presence_user_info_size: defaults::max_presence_user_info_size(),
             subscription_count_events: false,
+            api_rate_limit: defaults::api_rate_limit(),
+            rate_limiting: RateLimiting::default(),
             webhooks: Vec::new(),
         }
+    }
+}
+
+/// Reverb's per-connection message rate limit (`REVERB_APP_RATE_LIMITING_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimiting {
+    pub enabled: bool,
+    /// Messages allowed per `decay_seconds`.
+    pub max_attempts: u32,
+    pub decay_seconds: u64,
+    /// Close the connection (4301) instead of refusing the message.
+    pub terminate: bool,
+}
+
+impl Default for RateLimiting {
+    fn default() -> Self {
+        RateLimiting { enabled: false, max_attempts: 60, decay_seconds: 60, terminate: false }
     }
 }
 
@@ -160,6 +186,9 @@ mod defaults {
     }
     pub fn client_event_rate_limit() -> u32 {
         10
+    }
+    pub fn api_rate_limit() -> u32 {
+        1000
     }
     pub fn max_presence_members() -> usize {
         100

@@ -60,6 +60,11 @@ impl Config {
             if app.max_message_size < 128 {
                 return invalid(format!("{name}: max_message_size must be at least 128 bytes"));
             }
+            if app.rate_limiting.enabled
+                && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0)
+            {
+                return invalid(format!("{name}: rate_limiting needs max_attempts and decay_seconds of at least 1"));
+            }
             if app.max_presence_members == 0 {
                 return invalid(format!("{name}: max_presence_members must be at least 1"));
             }

@@ -112,6 +112,7 @@ pub async fn serve<S>(
             channels: HashMap::new(),
             user_id: None,
             client_event_limiter: None,
+            message_limiter: None,
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
@@ -150,6 +151,8 @@ struct Connection<S> {
     user_id: Option<String>,
     /// Built on the first client event, so connections that never send one pay nothing.
     client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Reverb-style limit on every message, when the app enables it; built on the first message.
+    message_limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -232,6 +235,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn on_message(&mut self, message: Message) -> Option<Exit> {
         match message {
             Message::Text(text) => {
+                if let Err(exit) = self.check_message_rate() {
+                    return exit;
+                }
                 self.on_text(text.as_str()).await;
                 None
             }
@@ -245,6 +251,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // tungstenite answers the close; the stream then ends.
             Message::Close(_) => None,
         }
+    }
+
+    /// Reverb's `rate_limiting`: `max_attempts` messages per `decay_seconds`. Over it, the message
+    /// is refused with 4301, or the connection closed when `terminate` is set.
+    fn check_message_rate(&mut self) -> Result<(), Option<Exit>> {
+        let limits = &self.app.rate_limiting;
+        if !limits.enabled {
+            return Ok(());
+        }
+        let limiter = self.message_limiter.get_or_insert_with(|| {
+            let burst = std::num::NonZeroU32::new(limits.max_attempts).unwrap_or(std::num::NonZeroU32::MIN);
+            let period = Duration::from_secs(limits.decay_seconds) / burst.get();
+            let quota = governor::Quota::with_period(period.max(Duration::from_nanos(1)))
+                .unwrap_or_else(|| governor::Quota::per_second(burst))
+                .allow_burst(burst);
+            governor::RateLimiter::direct(quota)
+        });
+        if limiter.check().is_ok() {
+            return Ok(());
+        }
+        if limits.terminate {
+            return Err(Some(Exit::Pusher(ErrorCode::ClientEventRejected, "Rate limit exceeded".into())));
+        }
+        self.out.push(Frame::error(ErrorCode::ClientEventRejected, "Rate limit exceeded"));
+        Err(None)
     }
 
     fn leave_all_channels(&mut self) {

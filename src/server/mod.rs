@@ -35,6 +35,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket connections, so shutdown can wait for their goodbyes.
     pub open_sockets: Arc<AtomicUsize>,
+    /// Each app's HTTP API request rate limit (`api_rate_limit`), absent when unlimited.
+    pub api_limiters: Arc<std::collections::HashMap<String, governor::DefaultDirectRateLimiter>>,
 }
 
 /// A bound server, ready to run.
@@ -50,7 +52,21 @@ impl Server {
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        let state = AppState { hub, config: Arc::new(config), shutdown, open_sockets: Arc::new(AtomicUsize::new(0)) };
+        let api_limiters = config
+            .apps
+            .iter()
+            .filter_map(|app| {
+                let rate = std::num::NonZeroU32::new(app.api_rate_limit)?;
+                Some((app.id.clone(), governor::RateLimiter::direct(governor::Quota::per_second(rate))))
+            })
+            .collect();
+        let state = AppState {
+            hub,
+            config: Arc::new(config),
+            shutdown,
+            open_sockets: Arc::new(AtomicUsize::new(0)),
+            api_limiters: Arc::new(api_limiters),
+        };
         Ok(Server { listener, state, tls })
     }
 
