@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Bytes a connection's outbound queue may hold before the client is dropped as a slow consumer.
     pub max_outbound_buffer: usize,
+    /// A WebSocket echo endpoint for conformance runs (Autobahn TestSuite), e.g. "/echo"; off when absent.
+    pub echo_path: Option<String>,
     pub tls: Option<TlsConfig>,
 }
 
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             max_request_size: 100_000,
             handshake_timeout_ms: 10_000,
             max_outbound_buffer: 4 * 1024 * 1024,
+            echo_path: None,
             tls: None,
         }
     }

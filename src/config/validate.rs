@@ -24,6 +24,13 @@ impl Config {
                 "server.path {path:?} must start with '/' and not end with one (e.g. \"/ws\"), or be empty"
             ));
         }
+        if let Some(echo) = &self.server.echo_path {
+            if !echo.starts_with('/') || echo.len() < 2 || echo.starts_with("/app") || echo.starts_with("/up") {
+                return invalid(format!(
+                    "server.echo_path {echo:?} must start with '/' and not clash with /app or /up"
+                ));
+            }
+        }
         if self.server.max_request_size == 0 {
             return invalid("server.max_request_size must be at least 1".into());
         }

@@ -113,6 +113,7 @@ pub async fn serve<S>(
             user_id: None,
             client_event_limiter: None,
             message_limiter: None,
+            echo: false,
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
@@ -122,6 +123,38 @@ pub async fn serve<S>(
     }
     .instrument(span)
     .await
+}
+
+/// Serves the WebSocket conformance echo endpoint (`[server] echo_path`, off by default): the same
+/// connection loop, queue and writer as the Pusher endpoint, with every message sent back as it came,
+/// so that the Autobahn TestSuite exercises the code real clients use.
+pub async fn serve_echo<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let socket_id = hub.next_socket_id();
+    let mut app = crate::config::AppConfig::new("echo", "echo", "echo");
+    app.ping_interval = 3600;
+    app.activity_timeout = 3600;
+    let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
+    let overflow = rx.overflow_signal();
+    let mut conn = Connection {
+        liveness: Liveness::new(Instant::now(), &app),
+        ws,
+        hub,
+        app: Arc::new(app),
+        socket_id,
+        out,
+        rx,
+        overflow,
+        channels: HashMap::new(),
+        user_id: None,
+        client_event_limiter: None,
+        message_limiter: None,
+        echo: true,
+    };
+    let exit = conn.run(&shutdown).await;
+    goodbye(conn.ws, exit).await;
 }
 
 /// Protocol versions 5-7 are in use (pysher still sends 6).
@@ -153,6 +186,8 @@ struct Connection<S> {
     client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Reverb-style limit on every message, when the app enables it; built on the first message.
     message_limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// The conformance echo endpoint: every message goes back as it came.
+    echo: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -214,6 +249,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             Err(_) => continue,
                         }
                     }
+                    Outgoing::Binary(data) => {
+                        bytes += data.len();
+                        Message::Binary(data)
+                    }
                     Outgoing::Ping => Message::Ping(Default::default()),
                     Outgoing::Close { code, message } => return Err(Exit::Pusher(code, message)),
                 };
@@ -234,6 +273,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Handles one inbound WebSocket message; `Some` ends the connection.
     async fn on_message(&mut self, message: Message) -> Option<Exit> {
         match message {
+            Message::Text(text) if self.echo => {
+                if let Some(frame) = Frame::from_text_bytes(text.into()) {
+                    self.out.push(frame);
+                }
+                None
+            }
+            Message::Binary(data) if self.echo => {
+                self.out.push_binary(data);
+                None
+            }
             Message::Text(text) => {
                 if let Err(exit) = self.check_message_rate() {
                     return exit;

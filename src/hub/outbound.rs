@@ -16,6 +16,8 @@ use crate::protocol::{Frame, SocketId};
 #[derive(Debug)]
 pub enum Outgoing {
     Frame(Frame),
+    /// A binary message (only the conformance echo endpoint sends these).
+    Binary(bytes::Bytes),
     /// A WebSocket ping control frame (for clients that only answer those).
     Ping,
     /// Send `pusher:error` with this code and close the socket with it.
@@ -68,6 +70,15 @@ impl Outbound {
     /// Queues a frame. Returns false when it was refused: the connection is gone or over its limit.
     pub fn push(&self, frame: Frame) -> bool {
         let len = frame.len();
+        self.push_counted(len, Outgoing::Frame(frame))
+    }
+
+    /// Queues a binary message, counted against the same byte limit.
+    pub fn push_binary(&self, data: bytes::Bytes) -> bool {
+        self.push_counted(data.len(), Outgoing::Binary(data))
+    }
+
+    fn push_counted(&self, len: usize, item: Outgoing) -> bool {
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > self.shared.limit {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -76,7 +87,7 @@ impl Outbound {
             }
             return false;
         }
-        if self.tx.send(Outgoing::Frame(frame)).is_err() {
+        if self.tx.send(item).is_err() {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }

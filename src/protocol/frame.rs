@@ -25,6 +25,12 @@ impl Frame {
         Frame(Bytes::from(s))
     }
 
+    /// A frame from bytes that must be UTF-8 text (a message to echo back, say); `None` otherwise.
+    pub fn from_text_bytes(bytes: Bytes) -> Option<Self> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(Frame(bytes))
+    }
+
     /// The frame's bytes, shared (cloning is a reference-count increment).
     pub fn bytes(&self) -> &Bytes {
         &self.0

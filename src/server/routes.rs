@@ -20,7 +20,10 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/connections", get(http_api::connections))
         .route("/up", get(up));
     let path = state.config.server.path.clone();
-    let routes = if path.is_empty() { routes } else { Router::new().nest(&path, routes).route("/up", get(up)) };
+    let mut routes = if path.is_empty() { routes } else { Router::new().nest(&path, routes).route("/up", get(up)) };
+    if let Some(echo) = &state.config.server.echo_path {
+        routes = routes.route(echo, get(websocket::echo));
+    }
     routes.fallback(not_found).with_state(state)
 }
 

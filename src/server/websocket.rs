@@ -25,7 +25,38 @@ use crate::protocol::signature::decode_query;
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
 const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
 
-pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut request: Request) -> Response {
+/// What an upgraded socket is for.
+enum Endpoint {
+    Pusher(Handshake),
+    Echo,
+}
+
+/// `GET {path}/app/{key}`: the Pusher endpoint.
+pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, request: Request) -> Response {
+    let protocol =
+        request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol")).map(|(_, v)| v);
+    let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
+    let endpoint = Endpoint::Pusher(Handshake { app_key: key, protocol, origin });
+    accept(state, request, websocket_config(max_message_size), limits, endpoint)
+}
+
+/// `GET {echo_path}`: the conformance echo endpoint (Autobahn's large-message cases need 16 MiB).
+pub async fn echo(State(state): State<AppState>, request: Request) -> Response {
+    const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+    let limits = Limits { max_outbound_buffer: 4 * ECHO_MAX_MESSAGE };
+    accept(state, request, websocket_config(ECHO_MAX_MESSAGE), limits, Endpoint::Echo)
+}
+
+/// Checks the handshake, answers `101`, and hands the upgraded stream to its connection task.
+fn accept(
+    state: AppState,
+    mut request: Request,
+    ws_config: WebSocketConfig,
+    limits: Limits,
+    endpoint: Endpoint,
+) -> Response {
     let headers = request.headers();
     if !is_websocket_upgrade(headers) {
         return refuse(
@@ -43,15 +74,7 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
     else {
         return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
     };
-
-    let protocol =
-        request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol")).map(|(_, v)| v);
-    let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
-    let ws_config = websocket_config(max_message_size);
-    let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
-    let handshake = Handshake { app_key: key, protocol, origin };
 
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -63,35 +86,25 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
         };
         let _open = OpenSocket::new(&state);
         // Take the plain (or TLS) stream back from hyper, with any bytes it had already read.
-        let hub = state.hub.clone();
-        let shutdown = state.shutdown.clone();
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let ws = WebSocketStream::from_partially_read(
-                    parts.io.into_inner(),
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                return connection::serve(ws, hub, handshake, limits, shutdown).await;
+                let io = parts.io.into_inner();
+                let ws =
+                    WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(ws_config));
+                return run(ws.await, &state, limits, endpoint).await;
             }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
-                let ws = WebSocketStream::from_partially_read(
-                    parts.io.into_inner(),
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                connection::serve(ws, hub, handshake, limits, shutdown).await;
+                let io = parts.io.into_inner();
+                let ws =
+                    WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(ws_config));
+                run(ws.await, &state, limits, endpoint).await;
             }
             Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-                connection::serve(ws, hub, handshake, limits, shutdown).await;
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config));
+                run(ws.await, &state, limits, endpoint).await;
             }
         }
     });
@@ -105,6 +118,17 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, mut
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+async fn run<S>(ws: WebSocketStream<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
+    match endpoint {
+        Endpoint::Pusher(handshake) => connection::serve(ws, hub, handshake, limits, shutdown).await,
+        Endpoint::Echo => connection::serve_echo(ws, hub, limits, shutdown).await,
+    }
 }
 
 /// Small read buffer: most Pusher messages are tiny and idle connections should cost little.
