@@ -362,3 +362,22 @@ async fn reverb_rate_limiting_refuses_or_terminates_floods() {
     }
     assert_eq!(c.closed_with().await, Some(4301));
 }
+
+#[tokio::test]
+async fn shutdown_tells_every_client_to_reconnect_with_4200() {
+    let mut server = TestServer::start("", "").await;
+    let (mut a, _) = server.subscriber("news").await;
+    let (mut b, _) = server.connect().await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    for c in [&mut a, &mut b] {
+        let error = c.recv().await;
+        assert_eq!(error["event"], "pusher:error");
+        assert_eq!(data_of(&error)["code"], 4200);
+        assert_eq!(c.closed_with().await, Some(4200));
+    }
+    let (_server, status) = status.await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "exits cleanly and in time: {status:?}");
+}
