@@ -6,6 +6,7 @@
 //! [`hub`], and leaves through each connection's writer in [`connection`].
 
 pub mod adapter;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;

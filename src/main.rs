@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
             print!("{}", herald::config::SAMPLE);
             std::process::ExitCode::SUCCESS
         }
+        Command::Bench(args) => herald::bench::main(args),
         Command::Start(args) => {
             start::init_logging(args.debug, args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

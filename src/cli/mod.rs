@@ -19,6 +19,8 @@ pub enum Command {
     Start(StartArgs),
     /// Print a commented sample configuration file.
     Config,
+    /// Load generator: drive a server on this machine with a benchmark scenario and report.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]

@@ -1,0 +1,275 @@
+//! The scenarios of BENCHMARKING.md, and what they share: the before/after readings of the server and the
+//! kernel, the receive loops, the drain, and the verdict.
+//!
+//! Each scenario is a file that reads top to bottom as the run happens. `presence` (100-member presence
+//! channels with members joining and leaving) gets its own file once Herald serves presence channels.
+
+mod fanout;
+mod idle;
+mod rooms;
+mod storm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{Plan, Scenario};
+use super::client::{Client, Talker};
+use super::connect::SetupReport;
+use super::counters::Counters;
+use super::latency::Latencies;
+use super::procfs::{self, ProcSample, SockStat};
+use super::progress::{Peaks, Progress};
+use super::report::{BenchFigures, KernelFigures, Params, Report, ServerFigures, Traffic, P99_LIMIT_MS};
+
+/// Runs the plan's scenario to its end.
+pub async fn run(plan: Plan) -> anyhow::Result<Report> {
+    let mut run = Run::new(plan);
+    match run.plan.args.scenario {
+        Scenario::Fanout => fanout::run(&mut run).await?,
+        Scenario::Rooms => rooms::run(&mut run).await?,
+        Scenario::Idle => idle::run(&mut run).await?,
+        Scenario::Storm => storm::run(&mut run).await?,
+    }
+    Ok(run.finish().await)
+}
+
+/// One run's shared state and readings.
+pub struct Run {
+    pub plan: Plan,
+    pub counters: Arc<Counters>,
+    pub latencies: Arc<Latencies>,
+    pub report: Report,
+    progress: Option<Progress>,
+    server_before: Option<ProcSample>,
+    bench_before: Option<ProcSample>,
+    sock_before: SockStat,
+}
+
+impl Run {
+    fn new(plan: Plan) -> Run {
+        let counters = Arc::new(Counters::default());
+        let latencies = Arc::new(Latencies::new());
+        let a = &plan.args;
+        let report = Report {
+            scenario: a.scenario.name().into(),
+            label: a.label.clone(),
+            target: plan.target.to_string(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            params: Params {
+                connections: a.connections,
+                rate: a.rate,
+                payload_bytes: a.payload,
+                duration_s: a.duration,
+                room_size: (a.scenario == Scenario::Rooms).then_some(a.room_size),
+                publishers: (a.scenario == Scenario::Fanout).then_some(a.publishers),
+                source_addrs: plan.sources.len(),
+            },
+            ..Report::default()
+        };
+        let progress = Progress::start(a.scenario.name(), counters.clone(), latencies.clone(), a.server_pid, a.quiet);
+        let server_before = a.server_pid.and_then(|pid| procfs::sample(&pid.to_string()));
+        let mut run = Run {
+            counters,
+            latencies,
+            report,
+            progress: Some(progress),
+            server_before,
+            bench_before: procfs::sample("self"),
+            sock_before: procfs::sockstat().unwrap_or_default(),
+            plan,
+        };
+        if run.plan.args.server_pid.is_some() && run.server_before.is_none() {
+            run.report.notes.push("--server-pid given but /proc/PID is unreadable: no server figures".into());
+        }
+        run
+    }
+
+    pub fn server_sample(&self) -> Option<ProcSample> {
+        self.plan.args.server_pid.and_then(|pid| procfs::sample(&pid.to_string()))
+    }
+
+    /// Records the set-up and the server's and kernel's state once every client is connected and settled.
+    pub fn connected(&mut self, setup: SetupReport) {
+        let subscribed = setup.subscribed.max(1) as f64;
+        let sock_now = procfs::sockstat().unwrap_or_default();
+        self.report.kernel = KernelFigures {
+            before: self.sock_before,
+            connected: sock_now,
+            tcp_mem_per_connection_bytes: sock_now.tcp_mem_bytes.saturating_sub(self.sock_before.tcp_mem_bytes) as f64
+                / subscribed,
+        };
+        if let (Some(pid), Some(before), Some(now)) =
+            (self.plan.args.server_pid, self.server_before, self.server_sample())
+        {
+            self.report.server = Some(ServerFigures {
+                pid,
+                rss_before_bytes: before.rss_bytes,
+                rss_connected_bytes: now.rss_bytes,
+                rss_per_connection_bytes: now.rss_bytes.saturating_sub(before.rss_bytes) as f64 / subscribed,
+                ..ServerFigures::default()
+            });
+        }
+        self.report.setup = setup;
+    }
+
+    /// Records the server's CPU over the measured phase (from `from` to now) and its RSS at the end.
+    pub fn measured(&mut self, from: Option<ProcSample>) {
+        let to = self.server_sample();
+        if let (Some(server), Some(from), Some(to)) = (self.report.server.as_mut(), from, to) {
+            server.cpu_percent = procfs::cpu_percent(&from, &to);
+            server.cpu_seconds = to.cpu_seconds - from.cpu_seconds;
+            server.measured_seconds = to.at.duration_since(from.at).as_secs_f64();
+            server.rss_after_bytes = to.rss_bytes;
+        }
+    }
+
+    async fn finish(mut self) -> Report {
+        let peaks: Peaks = match self.progress.take() {
+            Some(p) => p.finish().await,
+            None => Peaks::default(),
+        };
+        let me = procfs::sample("self");
+        let cpu = match (self.bench_before, me) {
+            (Some(a), Some(b)) => procfs::cpu_percent(&a, &b),
+            _ => 0.0,
+        };
+        let report = &mut self.report;
+        report.bench = BenchFigures {
+            cpu_percent: cpu,
+            rss_peak_bytes: peaks.bench_rss_bytes.max(me.map(|m| m.rss_bytes).unwrap_or_default()),
+        };
+        if let Some(server) = report.server.as_mut() {
+            server.rss_peak_bytes = peaks.server_rss_bytes.max(server.rss_after_bytes).max(server.rss_connected_bytes);
+        }
+        report.failures = self.counters.reasons();
+        judge(report, Counters::get(&self.counters.disconnects));
+        self.report
+    }
+}
+
+/// Decides whether the load held and says why not.
+fn judge(report: &mut Report, disconnects: u64) {
+    let mut notes = Vec::new();
+    if report.traffic.is_none() && disconnects > 0 {
+        notes.push(format!("{disconnects} connections were closed by the server while idle"));
+    }
+    if report.setup.failed > 0 {
+        notes.push(format!(
+            "{} of {} connections failed to connect and subscribe",
+            report.setup.failed, report.setup.requested
+        ));
+    }
+    if let Some(t) = &report.traffic {
+        if t.lost > 0 {
+            notes.push(format!("{} deliveries lost (or still in flight after the drain timeout)", t.lost));
+        }
+        if t.achieved_events_per_sec < 0.95 * t.offered_events_per_sec {
+            notes.push(format!(
+                "offered {:.0} events/s but only {:.0}/s were sent: the publisher fell behind (server answers too slow?)",
+                t.offered_events_per_sec, t.achieved_events_per_sec
+            ));
+        }
+        if t.disconnects > 0 {
+            notes.push(format!("{} connections were closed during the run", t.disconnects));
+        }
+        if t.publish_errors > 0 {
+            notes.push(format!("{} publish requests failed", t.publish_errors));
+        }
+    }
+    if let Some(l) = &report.latency {
+        if l.p99_ms > P99_LIMIT_MS {
+            notes.push(format!("p99 {:.1} ms is above {P99_LIMIT_MS} ms", l.p99_ms));
+        }
+    }
+    let held = notes.is_empty() && report.setup.subscribed > 0;
+    if report.bench.cpu_percent > 90.0 {
+        notes.push(format!(
+            "the bench used {:.0}% of a core: it may be the bottleneck, figures are a lower bound",
+            report.bench.cpu_percent
+        ));
+    }
+    report.held = held;
+    report.notes.extend(notes);
+}
+
+/// Receive loops of every client, stoppable together.
+pub struct Receivers {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Receivers {
+    /// Starts `client.run` for every client; `talker(i)` gives client `i` something to send, if anything.
+    pub fn start(
+        run: &Run,
+        clients: Vec<(usize, Client)>,
+        mut talker: impl FnMut(usize) -> Option<Talker>,
+    ) -> Receivers {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for (i, client) in clients {
+            let t = talker(i);
+            tasks.spawn(client.run(i, stop.clone(), run.counters.clone(), run.latencies.clone(), t));
+        }
+        Receivers { stop, tasks }
+    }
+
+    /// Stops every loop and closes the sockets (bounded: a stuck task is abandoned after 10 s).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// Waits until every owed delivery has arrived or `timeout` passes; returns when it ended.
+pub async fn drain(counters: &Counters, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        if Counters::get(&counters.delivered) >= Counters::get(&counters.expected) || now >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The traffic figures of a send window `[start, until]` followed by a drain that ended at `drained`.
+pub fn traffic(
+    counters: &Counters,
+    offered: f64,
+    start: Instant,
+    until: Instant,
+    drained: Instant,
+    publisher_max_lag: Duration,
+) -> Traffic {
+    let send_seconds = until.duration_since(start).as_secs_f64();
+    let drain_seconds = drained.saturating_duration_since(until).as_secs_f64();
+    let sent = Counters::get(&counters.events_sent);
+    let expected = Counters::get(&counters.expected);
+    let delivered = Counters::get(&counters.delivered);
+    Traffic {
+        offered_events_per_sec: offered,
+        events_sent: sent,
+        achieved_events_per_sec: sent as f64 / send_seconds.max(1e-9),
+        publish_errors: Counters::get(&counters.publish_errors),
+        publisher_max_lag_ms: publisher_max_lag.as_secs_f64() * 1_000.0,
+        send_seconds,
+        expected_deliveries: expected,
+        deliveries: delivered,
+        lost: expected.saturating_sub(delivered),
+        deliveries_per_sec: delivered as f64 / (send_seconds + drain_seconds).max(1e-9),
+        drain_seconds,
+        disconnects: Counters::get(&counters.disconnects),
+        server_errors: Counters::get(&counters.server_errors),
+    }
+}
