@@ -381,3 +381,68 @@ async fn shutdown_tells_every_client_to_reconnect_with_4200() {
     let (_server, status) = status.await.unwrap();
     assert!(status.is_some_and(|s| s.success()), "exits cleanly and in time: {status:?}");
 }
+
+#[tokio::test]
+async fn the_connection_quota_refuses_with_4004_and_frees_slots_on_disconnect() {
+    let server = TestServer::start("", "max_connections = 2").await;
+    let (a, _) = server.connect().await;
+    let (_b, _) = server.connect().await;
+    let mut third = Client::connect(&server.ws_url(KEY, "protocol=7")).await;
+    let error = third.recv().await;
+    assert_eq!(data_of(&error)["code"], 4004, "{error}");
+    assert_eq!(third.closed_with().await, Some(4004));
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect(&server.ws_url(KEY, "protocol=7")).await;
+        if c.recv().await["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_may_hold_at_most_100_subscriptions() {
+    let server = TestServer::start("", "").await;
+    let (mut c, _) = server.connect().await;
+    for i in 0..100 {
+        c.send(&json!({"event":"pusher:subscribe","data":{"channel": format!("c{i}")}}).to_string()).await;
+    }
+    for _ in 0..100 {
+        assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    }
+    c.send(r#"{"event":"pusher:subscribe","data":{"channel":"one-too-many"}}"#).await;
+    let refused = c.recv().await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    assert_eq!(refused["channel"], "one-too-many");
+    // Re-subscribing to a channel it holds is fine.
+    c.subscribe("c7").await;
+}
+
+#[tokio::test]
+async fn debug_logs_carry_ids_but_no_secrets_signatures_or_query_strings() {
+    let port = unused_port();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n"
+    );
+    let mut server = TestServer::start_with_config(port, &config, &[("HERALD_LOG", "debug")]).await;
+    let mut c = Client::connect(&server.ws_url(KEY, "protocol=7&token=QUERYSECRET")).await;
+    let established = c.recv().await;
+    let socket_id = data_of(&established)["socket_id"].as_str().unwrap().to_owned();
+    let auth = herald::protocol::signature::make_auth(KEY, SECRET, &format!("{socket_id}:private-x"));
+    c.send(&json!({"event":"pusher:subscribe","data":{"channel":"private-x","auth": auth}}).to_string()).await;
+    assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    let (status, _) = server.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+    assert_eq!(status, 200);
+    server.api_as(KEY, "wrong", "GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = server.output();
+    assert!(logs.contains(&socket_id), "logs should name the socket id: {logs}");
+    let signature = auth.split_once(':').unwrap().1;
+    for secret in [SECRET, signature, "QUERYSECRET", "auth_signature"] {
+        assert!(!logs.contains(secret), "{secret:?} leaked into the logs:\n{logs}");
+    }
+}

@@ -29,6 +29,9 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     #[serde(default)]
     pub scaling: ScalingConfig,
+    /// Set when nothing configured an app and the embedded demo app is served.
+    #[serde(skip)]
+    pub demo_app: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +237,7 @@ impl Config {
         apply_env(&mut config, env)?;
         if config.apps.is_empty() {
             config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
+            config.demo_app = true;
         }
         if let Some(host) = &overrides.host {
             config.server.host = host.clone();
@@ -245,9 +249,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Whether the only app is the embedded demo app (start-up then says so loudly).
+    /// Whether the embedded demo app is served because nothing configured one (start-up then says
+    /// so loudly, and shows its well-known secret).
     pub fn uses_default_app(&self) -> bool {
-        self.apps.len() == 1 && self.apps[0].secret == DEFAULT_APP_SECRET
+        self.demo_app
     }
 }
 
@@ -281,6 +286,12 @@ mod tests {
         assert_eq!(c.apps.len(), 1);
         assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("123456", "app-key"));
         assert!(c.uses_default_app());
+    }
+
+    #[test]
+    fn an_app_from_the_file_is_not_the_demo_app_even_with_demo_credentials() {
+        let file = "[[apps]]\nid = \"123456\"\nkey = \"app-key\"\nsecret = \"app-secret\"\n";
+        assert!(!load(Some(file), &[], Overrides::default()).unwrap().uses_default_app());
     }
 
     #[test]

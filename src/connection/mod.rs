@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -338,6 +339,8 @@ fn exit_for_read_error(e: WsError) -> Exit {
     match e {
         WsError::Capacity(_) => Exit::Protocol(CloseCode::Size, "Message too big"),
         WsError::Utf8(_) => Exit::Protocol(CloseCode::Invalid, "Invalid UTF-8"),
+        // A peer that vanished without a close frame has nobody left to tell.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Exit::Gone,
         WsError::Protocol(_) => Exit::Protocol(CloseCode::Protocol, "Protocol error"),
         _ => Exit::Gone,
     }

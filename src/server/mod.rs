@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::hub::Hub;
 
+/// Idle time before the kernel probes a silent peer.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -98,6 +101,10 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            // Half-open connections (a peer that vanished without a FIN) are also caught by the
+            // ping/pong timeout; keepalive lets the kernel find them when nothing is being sent.
+            let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE).with_interval(TCP_KEEPALIVE);
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             let router = router.clone();
             let shutdown = state.shutdown.clone();
             match tls.clone() {
