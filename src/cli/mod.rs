@@ -34,6 +34,10 @@ pub struct StartArgs {
     /// TOML configuration file.
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// A Laravel-style `.env` file to read `REVERB_*` variables from (default: `./.env` when it
+    /// exists). Variables already set in the environment win.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
     /// Verbose logging: every connection and message event.
     #[arg(long)]
     pub debug: bool,

@@ -20,7 +20,8 @@ pub fn init_logging(debug: bool, format: LogFormat) {
 }
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
-    let env = |name: &str| std::env::var(name).ok();
+    let dotenv = read_env_file(args.env_file.as_deref())?;
+    let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
     let overrides = Overrides { host: args.host.clone(), port: args.port };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
     if config.scaling.enabled {
@@ -40,6 +41,26 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     server.run().await
+}
+
+/// Reads a `.env` file without touching the process environment; a missing default `./.env` is fine,
+/// a missing file named with `--env-file` is an error.
+fn read_env_file(path: Option<&std::path::Path>) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (std::path::PathBuf::from(".env"), false),
+    };
+    if !required && !path.exists() {
+        return Ok(Default::default());
+    }
+    let mut vars = std::collections::HashMap::new();
+    let iter = dotenvy::from_path_iter(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    for item in iter {
+        let (k, v) = item.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        vars.insert(k, v);
+    }
+    info!(file = %path.display(), "read environment file");
+    Ok(vars)
 }
 
 /// What a user needs to connect, on stdout. Secrets are shown only for the embedded demo app.
