@@ -344,3 +344,16 @@ async fn ten_thousand_connect_subscribe_disconnect_cycles_leave_the_hub_empty() 
         assert_eq!(users, json!({"users": []}));
     }
 }
+
+#[tokio::test]
+async fn accept_client_events_from_all_lets_non_subscribers_send() {
+    let server = TestServer::start("", "accept_client_events_from = \"all\"").await;
+    let (mut listener, listener_id) = server.connect().await;
+    subscribe_private(&mut listener, &listener_id, "private-inbox").await;
+    let (mut sender, _) = server.connect().await;
+    sender.send(r#"{"event":"client-note","channel":"private-inbox","data":{"from":"outside"}}"#).await;
+    assert_eq!(next_event(&mut listener, "client-note").await["data"]["from"], "outside");
+    // Still never on public channels.
+    sender.send(r#"{"event":"client-note","channel":"public-inbox","data":{}}"#).await;
+    assert_eq!(data_of(&next_event(&mut sender, "pusher:error").await)["code"], 4301);
+}

@@ -52,7 +52,12 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
         let [id, key, secret] = credentials.map(Option::unwrap_or_default);
         config.apps.push(AppConfig::new(&id, &key, &secret));
     }
+    Ok(())
+}
 
+/// Applies the per-app `REVERB_APP_*` settings to every app (the embedded demo app included).
+pub fn apply_app_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     for app in &mut config.apps {
         if let Some(v) = get("REVERB_APP_PING_INTERVAL") {
             app.ping_interval = parse_number("REVERB_APP_PING_INTERVAL", &v)?;
@@ -65,6 +70,18 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
         }
         if let Some(v) = get("REVERB_APP_MAX_CONNECTIONS") {
             app.max_connections = Some(parse_number("REVERB_APP_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = get("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM") {
+            app.accept_client_events_from = match v.trim().to_ascii_lowercase().as_str() {
+                "members" => super::ClientEventsFrom::Members,
+                "all" => super::ClientEventsFrom::All,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM",
+                        message: format!("expected members or all, got {v:?}"),
+                    })
+                }
+            };
         }
         if let Some(v) = get("REVERB_APP_RATE_LIMITING_ENABLED") {
             app.rate_limiting.enabled = parse_bool("REVERB_APP_RATE_LIMITING_ENABLED", &v)?;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use env::apply_env;
+pub use env::{apply_app_env, apply_env};
 pub use validate::ConfigError;
 
 /// The sample printed by `herald config`; also a test fixture (it must parse and validate).
@@ -94,8 +94,14 @@ pub struct AppConfig {
     /// Most simultaneous connections for the app; none when absent.
     #[serde(default)]
     pub max_connections: Option<u64>,
-    #[serde(default)]
+    /// Client events (`client-*`, Echo's `whisper`) on private and presence channels; on by default,
+    /// as in Reverb.
+    #[serde(default = "defaults::yes")]
     pub enable_client_messages: bool,
+    /// Who may send client events to a channel: `members` (subscribers of it, the default) or `all`
+    /// (any connection of the app). Reverb's `REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM`.
+    #[serde(default)]
+    pub accept_client_events_from: ClientEventsFrom,
     /// Client events per second per connection (Pusher allows 10); 0 for no limit.
     #[serde(default = "defaults::client_event_rate_limit")]
     pub client_event_rate_limit: u32,
@@ -131,7 +137,8 @@ impl AppConfig {
             activity_timeout: defaults::activity_timeout(),
             max_message_size: defaults::max_message_size(),
             max_connections: None,
-            enable_client_messages: false,
+            enable_client_messages: true,
+            accept_client_events_from: ClientEventsFrom::Members,
             client_event_rate_limit: defaults::client_event_rate_limit(),
             max_presence_members: defaults::max_presence_members(),
             max_presence_user_info_size: defaults::max_presence_user_info_size(),
@@ -141,6 +148,17 @@ impl AppConfig {
             webhooks: Vec::new(),
         }
     }
+}
+
+/// Who may send client events to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientEventsFrom {
+    /// Only connections subscribed to the channel.
+    #[default]
+    Members,
+    /// Any connection of the app.
+    All,
 }
 
 /// Reverb's per-connection message rate limit (`REVERB_APP_RATE_LIMITING_*`).
@@ -193,6 +211,9 @@ mod defaults {
     pub fn client_event_rate_limit() -> u32 {
         10
     }
+    pub fn yes() -> bool {
+        true
+    }
     pub fn api_rate_limit() -> u32 {
         1000
     }
@@ -239,6 +260,7 @@ impl Config {
             config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
             config.demo_app = true;
         }
+        apply_app_env(&mut config, env)?;
         if let Some(host) = &overrides.host {
             config.server.host = host.clone();
         }
@@ -328,6 +350,7 @@ mod tests {
                 ("REVERB_APP_ACTIVITY_TIMEOUT", "20"),
                 ("REVERB_APP_MAX_MESSAGE_SIZE", "2048"),
                 ("REVERB_APP_MAX_CONNECTIONS", "5"),
+                ("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "all"),
             ],
             Overrides::default(),
         )
@@ -336,7 +359,15 @@ mod tests {
         assert_eq!((app.id.as_str(), app.key.as_str(), app.secret.as_str()), ("42", "k", "s"));
         assert_eq!((app.ping_interval, app.activity_timeout, app.max_message_size), (15, 20, 2048));
         assert_eq!(app.max_connections, Some(5));
+        assert_eq!(app.accept_client_events_from, ClientEventsFrom::All);
         assert!(!c.uses_default_app());
+    }
+
+    #[test]
+    fn per_app_env_applies_to_the_demo_app_too() {
+        let c = load(None, &[("REVERB_APP_PING_INTERVAL", "5")], Overrides::default()).unwrap();
+        assert!(c.uses_default_app());
+        assert_eq!(c.apps[0].ping_interval, 5);
     }
 
     #[test]
@@ -344,6 +375,7 @@ mod tests {
         let err =
             |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
         assert!(err(None, &[("REVERB_SERVER_PORT", "eighty")]).contains("REVERB_SERVER_PORT"));
+        assert!(err(None, &[("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "everyone")]).contains("members or all"));
         assert!(err(None, &[("REVERB_APP_KEY", "k")]).contains("REVERB_APP_SECRET"));
         assert!(err(Some("[server]\nprot = 1\n"), &[]).contains("prot"));
         let dup = "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n[[apps]]\nid=\"2\"\nkey=\"k\"\nsecret=\"t\"\n";

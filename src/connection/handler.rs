@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, MAX_CHANNELS_PER_CONNECTION};
 use crate::adapter::Broadcast;
+use crate::config::ClientEventsFrom;
 use crate::hub::{Presence, SubscribeError};
 use crate::protocol::channel::{validate_event_name, USER_CHANNEL_PREFIX};
 use crate::protocol::message::Subscribe;
@@ -127,8 +128,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if !matches!(name.kind, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence) {
             return Err("Client events are only allowed on private and presence channels");
         }
-        let Some(member) = self.channels.get(channel) else {
-            return Err("Client events are only allowed on channels the connection is subscribed to");
+        let user_id = match self.channels.get(channel) {
+            Some(member) => member.clone(),
+            None if self.app.accept_client_events_from == ClientEventsFrom::All => None,
+            None => return Err("Client events are only allowed on channels the connection is subscribed to"),
         };
         if let Some(per_second) = NonZeroU32::new(self.app.client_event_rate_limit) {
             let limiter =
@@ -137,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Err("Client event rate limit exceeded");
             }
         }
-        let frame = Frame::client_event(event, channel, data, member.as_deref());
+        let frame = Frame::client_event(event, channel, data, user_id.as_deref());
         let broadcast =
             Broadcast { app_id: self.app.id.clone(), channel: channel.to_owned(), frame, except: Some(self.socket_id) };
         // Awaited in the connection's loop, so one client's events keep their order.
