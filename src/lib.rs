@@ -13,3 +13,4 @@ pub mod connection;
 pub mod hub;
 pub mod protocol;
 pub mod server;
+pub mod webhooks;

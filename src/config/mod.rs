@@ -123,6 +123,13 @@ pub struct AppConfig {
     pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Webhook events are batched over this window, in milliseconds.
+    #[serde(default = "defaults::webhook_batch_ms")]
+    pub webhook_batch_ms: u64,
+    /// `channel_vacated` and `member_removed` wait this long (ms), and are dropped if the channel
+    /// fills or the member rejoins meanwhile (a page reload); 0 sends them at once.
+    #[serde(default = "defaults::webhook_delay_ms")]
+    pub webhook_delay_ms: u64,
 }
 
 impl AppConfig {
@@ -146,6 +153,8 @@ impl AppConfig {
             api_rate_limit: defaults::api_rate_limit(),
             rate_limiting: RateLimiting::default(),
             webhooks: Vec::new(),
+            webhook_batch_ms: defaults::webhook_batch_ms(),
+            webhook_delay_ms: defaults::webhook_delay_ms(),
         }
     }
 }
@@ -183,9 +192,32 @@ impl Default for RateLimiting {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
+    /// Any of channel_occupied, channel_vacated, member_added, member_removed, client_event,
+    /// cache_miss, subscription_count; all of them when empty.
     #[serde(default)]
     pub event_types: Vec<String>,
+    #[serde(default)]
+    pub filter: Option<WebhookFilter>,
 }
+
+/// Only events of channels whose names match.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFilter {
+    pub channel_name_starts_with: Option<String>,
+    pub channel_name_ends_with: Option<String>,
+}
+
+/// The webhook event types Pusher defines.
+pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -210,6 +242,12 @@ mod defaults {
     }
     pub fn client_event_rate_limit() -> u32 {
         10
+    }
+    pub fn webhook_batch_ms() -> u64 {
+        100
+    }
+    pub fn webhook_delay_ms() -> u64 {
+        3000
     }
     pub fn yes() -> bool {
         true

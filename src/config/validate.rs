@@ -72,6 +72,17 @@ impl Config {
             {
                 return invalid(format!("{name}: rate_limiting needs max_attempts and decay_seconds of at least 1"));
             }
+            for hook in &app.webhooks {
+                if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                    return invalid(format!("{name}: webhook url {:?} must start with http:// or https://", hook.url));
+                }
+                if let Some(bad) = hook.event_types.iter().find(|t| !super::WEBHOOK_EVENT_TYPES.contains(&t.as_str())) {
+                    return invalid(format!(
+                        "{name}: unknown webhook event type {bad:?} (expected any of {})",
+                        super::WEBHOOK_EVENT_TYPES.join(", ")
+                    ));
+                }
+            }
             if app.max_presence_members == 0 {
                 return invalid(format!("{name}: max_presence_members must be at least 1"));
             }

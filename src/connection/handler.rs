@@ -15,6 +15,7 @@ use crate::protocol::message::Subscribe;
 use crate::protocol::presence::{signin_user_id, MemberData};
 use crate::protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame};
+use crate::webhooks::WebhookEvent;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Handles one text message. Bad input is answered with `pusher:error`; the connection stays.
@@ -34,7 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe),
             ClientMessage::Unsubscribe { channel } => {
                 if !channel.starts_with(USER_CHANNEL_PREFIX) && self.channels.remove(&channel).is_some() {
-                    self.hub.registry().unsubscribe(&self.app.id, &channel, self.socket_id);
+                    self.leave(&channel);
                 }
             }
             ClientMessage::ClientEvent { event, channel, data } => {
@@ -82,8 +83,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let presence = member.as_ref().map(|member| Presence { member, max_members: self.app.max_presence_members });
         match self.hub.registry().subscribe(&self.app.id, &channel, &self.out, presence) {
-            Ok(_) => {
+            Ok(subscribed) => {
                 self.channels.insert(channel.name.to_owned(), member.map(|m| m.user_id));
+                let webhooks = self.hub.webhooks();
+                if subscribed.occupied {
+                    webhooks.emit(&self.app.id, WebhookEvent::ChannelOccupied { channel: channel.name.to_owned() });
+                }
+                if let Some(user_id) = subscribed.member_added {
+                    webhooks
+                        .emit(&self.app.id, WebhookEvent::MemberAdded { channel: channel.name.to_owned(), user_id });
+                }
+                if subscribed.cache_miss {
+                    webhooks.emit(&self.app.id, WebhookEvent::CacheMiss { channel: channel.name.to_owned() });
+                }
             }
             Err(SubscribeError::PresenceFull(max)) => {
                 refuse(self, "LimitReached", &format!("Presence channel is full ({max} members)"), 403)
@@ -118,6 +130,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.out.push(Frame::signin_success(user_data));
     }
 
+    /// Leaves one channel, telling the app's webhooks what that changed.
+    pub(super) fn leave(&self, channel: &str) {
+        let Some(left) = self.hub.registry().unsubscribe(&self.app.id, channel, self.socket_id) else { return };
+        if channel.starts_with(USER_CHANNEL_PREFIX) {
+            return;
+        }
+        let webhooks = self.hub.webhooks();
+        if let Some(user_id) = left.member_removed {
+            webhooks.emit(&self.app.id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
+        }
+        if left.vacated {
+            webhooks.emit(&self.app.id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
+        }
+    }
+
     /// Relays a `client-*` event to the channel's other subscribers.
     async fn client_event(&mut self, event: &str, channel: &str, data: Option<&RawValue>) -> Result<(), &'static str> {
         if !self.app.enable_client_messages {
@@ -141,6 +168,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
         let frame = Frame::client_event(event, channel, data, user_id.as_deref());
+        self.hub.webhooks().emit(
+            &self.app.id,
+            WebhookEvent::ClientEvent {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data: data.map(|d| d.get().to_owned()).unwrap_or_default(),
+                socket_id: self.socket_id.to_string(),
+                user_id: user_id.clone(),
+            },
+        );
         let broadcast =
             Broadcast { app_id: self.app.id.clone(), channel: channel.to_owned(), frame, except: Some(self.socket_id) };
         // Awaited in the connection's loop, so one client's events keep their order.

@@ -330,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn leave_all_channels(&mut self) {
         for channel in std::mem::take(&mut self.channels).into_keys() {
-            self.hub.registry().unsubscribe(&self.app.id, &channel, self.socket_id);
+            self.leave(&channel);
         }
     }
 }

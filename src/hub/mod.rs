@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::adapter::{Adapter, Broadcast, LocalAdapter};
 use crate::config::AppConfig;
 use crate::protocol::{Frame, SocketId};
+use crate::webhooks::{WebhookEvent, Webhooks};
 
 pub use outbound::{Outbound, OutboundReceiver, Outgoing, OverflowSignal};
 pub use registry::{Presence, Registry, SubscribeError, Subscribed, Unsubscribed};
@@ -29,6 +30,7 @@ pub struct Hub {
     by_key: HashMap<String, App>,
     registry: Arc<Registry>,
     adapter: Arc<dyn Adapter>,
+    webhooks: Webhooks,
     node: u32,
     next_seq: AtomicU64,
 }
@@ -36,19 +38,32 @@ pub struct Hub {
 impl Hub {
     /// A hub for `apps` on a single node.
     pub fn local(apps: &[AppConfig]) -> Arc<Hub> {
-        let registry = Arc::new(Registry::new(apps.iter().map(|a| (a.id.as_str(), a.subscription_count_events))));
+        let mut registry = Registry::new(apps.iter().map(|a| (a.id.as_str(), a.subscription_count_events)));
+        let webhooks = Webhooks::new(apps);
+        for app in apps {
+            if webhooks.wants(&app.id, "subscription_count") {
+                registry.track_counts(&app.id);
+            }
+        }
+        let registry = Arc::new(registry);
         let adapter = Arc::new(LocalAdapter::new(registry.clone()));
-        Hub::with_adapter(apps, registry, adapter)
+        Hub::with_adapter(apps, registry, adapter, webhooks)
     }
 
     /// A hub whose peers are reached through `adapter` (which delivers locally through `registry`).
-    pub fn with_adapter(apps: &[AppConfig], registry: Arc<Registry>, adapter: Arc<dyn Adapter>) -> Arc<Hub> {
+    pub fn with_adapter(
+        apps: &[AppConfig],
+        registry: Arc<Registry>,
+        adapter: Arc<dyn Adapter>,
+        webhooks: Webhooks,
+    ) -> Arc<Hub> {
         let apps: Vec<App> = apps.iter().cloned().map(Arc::new).collect();
         Arc::new(Hub {
             by_id: apps.iter().map(|a| (a.id.clone(), a.clone())).collect(),
             by_key: apps.iter().map(|a| (a.key.clone(), a.clone())).collect(),
             registry,
             adapter,
+            webhooks,
             // Random, so socket ids stay unique across nodes without coordination.
             node: rand::random::<u32>() % 1_000_000_000,
             next_seq: AtomicU64::new(1),
@@ -71,6 +86,10 @@ impl Hub {
         &self.registry
     }
 
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
     pub fn adapter(&self) -> &dyn Adapter {
         self.adapter.as_ref()
     }
@@ -78,6 +97,7 @@ impl Hub {
     /// Starts the hub's shared background work (one task for the whole process, not one per
     /// connection): the throttled `subscription_count` round.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        self.webhooks.start();
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SUBSCRIPTION_COUNT_INTERVAL);
@@ -86,7 +106,9 @@ impl Hub {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
-                        hub.registry.flush_subscription_counts();
+                        for (app_id, channel, count) in hub.registry.flush_subscription_counts() {
+                            hub.webhooks.emit(&app_id, WebhookEvent::SubscriptionCount { channel, count });
+                        }
                     }
                 }
             }

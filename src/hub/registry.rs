@@ -55,6 +55,8 @@ impl Channel {
 struct AppChannels {
     /// Whether `pusher_internal:subscription_count` is sent for this app.
     count_events: bool,
+    /// Whether count changes are collected at all (for the events, or for a webhook).
+    track_counts: bool,
     channels: DashMap<Box<str>, Channel>,
     connections: AtomicUsize,
     /// Last event of each cache channel, with when it was published.
@@ -77,6 +79,8 @@ pub struct Subscribed {
     pub occupied: bool,
     /// A presence member joined (the user had no socket in the channel before).
     pub member_added: Option<String>,
+    /// A cache channel had no event to replay.
+    pub cache_miss: bool,
 }
 
 /// What an unsubscribe changed.
@@ -104,7 +108,13 @@ pub struct Presence<'a> {
 
 impl AppChannels {
     fn new(count_events: bool) -> Self {
-        AppChannels { count_events, channels: DashMap::new(), connections: AtomicUsize::new(0), cache: DashMap::new() }
+        AppChannels {
+            count_events,
+            track_counts: count_events,
+            channels: DashMap::new(),
+            connections: AtomicUsize::new(0),
+            cache: DashMap::new(),
+        }
     }
 }
 
@@ -168,17 +178,21 @@ impl Registry {
             }
         };
         out.push(Frame::subscription_succeeded(name, &succeeded_data));
+        let mut cache_miss = false;
         if channel.cache {
             match app.cache.get(name).filter(|c| c.1.elapsed() < CACHE_TTL) {
                 Some(cached) => out.push(cached.0.clone()),
-                None => out.push(Frame::cache_miss(name)),
+                None => {
+                    cache_miss = true;
+                    out.push(Frame::cache_miss(name))
+                }
             };
         }
         drop(entry);
-        if app.count_events && channel.kind != ChannelKind::Presence {
+        if app.track_counts && channel.kind != ChannelKind::Presence {
             self.mark_count_changed(app_id, name);
         }
-        Ok(Subscribed { new, occupied, member_added })
+        Ok(Subscribed { new, occupied, member_added, cache_miss })
     }
 
     /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
@@ -216,7 +230,7 @@ impl Registry {
             }
         };
         let vacated = self.drop_if_empty(app, channel);
-        if app.count_events && !channel.starts_with("presence-") && !channel.starts_with(USER_CHANNEL_PREFIX) {
+        if app.track_counts && !channel.starts_with("presence-") && !channel.starts_with(USER_CHANNEL_PREFIX) {
             self.mark_count_changed(app_id, channel);
         }
         Some(Unsubscribed { vacated, member_removed })
@@ -248,24 +262,40 @@ impl Registry {
         }
     }
 
+    /// Also collects count changes of `app_id` when it does not send them to clients (a
+    /// `subscription_count` webhook needs them).
+    pub fn track_counts(&mut self, app_id: &str) {
+        if let Some(app) = self.apps.get_mut(app_id) {
+            app.track_counts = true;
+        }
+    }
+
     /// Sends `pusher_internal:subscription_count` to every channel whose count changed since the
-    /// last call. Called on a coarse shared tick, which is what throttles it.
-    pub fn flush_subscription_counts(&self) -> usize {
+    /// last call (where the app sends them), and returns the changes as (app, channel, count).
+    /// Called on a coarse shared tick, which is what throttles it.
+    pub fn flush_subscription_counts(&self) -> Vec<(String, String, usize)> {
         let changed = match self.count_changed.lock() {
             Ok(mut changed) => std::mem::take(&mut *changed),
-            Err(_) => return 0,
+            Err(_) => return Vec::new(),
         };
-        let mut sent = 0;
+        let mut counts = Vec::with_capacity(changed.len());
         for (app_id, channel) in changed {
             let Some(app) = self.apps.get(&app_id) else { continue };
-            let Some(entry) = app.channels.get(channel.as_str()) else { continue };
-            let frame = Frame::subscription_count(&channel, entry.subscribers.len());
-            for sub in entry.subscribers.values() {
-                sub.out.push(frame.clone());
-            }
-            sent += 1;
+            let count = match app.channels.get(channel.as_str()) {
+                Some(entry) => {
+                    if app.count_events {
+                        let frame = Frame::subscription_count(&channel, entry.subscribers.len());
+                        for sub in entry.subscribers.values() {
+                            sub.out.push(frame.clone());
+                        }
+                    }
+                    entry.subscribers.len()
+                }
+                None => 0,
+            };
+            counts.push((app_id, channel, count));
         }
-        sent
+        counts
     }
 
     /// Counts a new connection against the app's quota; false when at `max`.
@@ -500,11 +530,11 @@ mod tests {
         reg.subscribe("a", &chan("c"), &o1, None).unwrap();
         reg.subscribe("a", &chan("c"), &o2, None).unwrap();
         drain(&mut r1).await;
-        assert_eq!(reg.flush_subscription_counts(), 1, "two changes, one message");
+        assert_eq!(reg.flush_subscription_counts(), vec![("a".into(), "c".into(), 2)], "two changes, one message");
         let saw = drain(&mut r1).await;
         assert_eq!(saw.len(), 1);
         assert_eq!(saw[0]["data"], r#"{"subscription_count":2}"#);
-        assert_eq!(reg.flush_subscription_counts(), 0);
+        assert!(reg.flush_subscription_counts().is_empty());
     }
 
     #[tokio::test]
