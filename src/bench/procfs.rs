@@ -54,6 +54,31 @@ pub fn cpu_percent(from: &ProcSample, to: &ProcSample) -> f64 {
     100.0 * (to.cpu_seconds - from.cpu_seconds) / wall
 }
 
+/// CPU time the whole machine spent busy (all cores, everything but idle and iowait), in seconds: with the
+/// server's and the bench's own time subtracted, what is left is other load, i.e. noise in the figures.
+pub fn machine_busy_seconds() -> Option<f64> {
+    parse_machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_busy(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user/nice]
+    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    Some(busy as f64 / TICKS_PER_SEC)
+}
+
+/// Cores of the machine (not of this process's affinity mask: the bench is usually pinned to one).
+pub fn machine_cores() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count())
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Machine-wide TCP socket figures.
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct SockStat {
@@ -89,6 +114,8 @@ mod tests {
         let sock = "sockets: used 11\nTCP: inuse 7 orphan 0 tw 2 alloc 9 mem 3\nUDP: inuse 0 mem 0\n";
         let s = parse_sockstat(sock).expect("parses");
         assert_eq!((s.tcp_inuse, s.tcp_mem_bytes), (7, 3 * 4096));
+        let busy = parse_machine_busy("cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 1 2 3\n").expect("parses");
+        assert!((busy - 1.61).abs() < 1e-9, "{busy}");
     }
 
     #[test]

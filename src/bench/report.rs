@@ -29,6 +29,7 @@ pub struct Report {
     pub server: Option<ServerFigures>,
     pub kernel: KernelFigures,
     pub bench: BenchFigures,
+    pub machine: MachineFigures,
     /// Whether the offered load held: every delivery arrived, p99 under 50 ms, the offered rate was sent.
     pub held: bool,
     /// Why it did not hold, or anything else worth a look.
@@ -100,6 +101,15 @@ pub struct KernelFigures {
 pub struct BenchFigures {
     pub cpu_percent: f64,
     pub rss_peak_bytes: u64,
+}
+
+/// How busy the machine was with other work during the measured phase: figures taken under noise say so.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MachineFigures {
+    pub cores: usize,
+    pub loadavg_1m_before: f64,
+    /// CPU used by everything except the server and the bench, as % of one core.
+    pub other_cpu_percent: f64,
 }
 
 impl Report {
@@ -196,6 +206,15 @@ impl Report {
             "bench itself",
             format!("{:.0}% cpu, {:.1} MB peak RSS", self.bench.cpu_percent, mb(self.bench.rss_peak_bytes)),
         );
+        if self.machine.other_cpu_percent > 0.0 || self.machine.loadavg_1m_before > 0.0 {
+            row(
+                "other load",
+                format!(
+                    "{:.0}% of a core used by other processes while measuring (load average {:.2} before, {} cores)",
+                    self.machine.other_cpu_percent, self.machine.loadavg_1m_before, self.machine.cores
+                ),
+            );
+        }
         row("held", if self.held { "yes".into() } else { "NO".into() });
         for note in &self.notes {
             row("note", note.clone());

@@ -25,7 +25,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
     tokio::time::sleep(plan.settle).await;
     run.connected(setup);
 
-    let server_from = run.server_sample();
+    let server_from = run.begin_measure();
     let start = Instant::now() + Duration::from_millis(50);
     let until = start + plan.duration;
     let publish_plan = Arc::new(PublishPlan {

@@ -19,7 +19,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
     let receivers = Receivers::start(run, clients, |_| None);
     tokio::time::sleep(plan.settle).await;
     run.connected(setup);
-    let server_from = run.server_sample();
+    let server_from = run.begin_measure();
     tokio::time::sleep(plan.duration).await;
     run.measured(server_from);
     receivers.stop().await;

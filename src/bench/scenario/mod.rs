@@ -46,6 +46,8 @@ pub struct Run {
     progress: Option<Progress>,
     server_before: Option<ProcSample>,
     bench_before: Option<ProcSample>,
+    /// Machine busy time, the server's and the bench's CPU when the measured phase began.
+    measure_from: Option<(f64, Option<ProcSample>, Option<ProcSample>)>,
     sock_before: SockStat,
 }
 
@@ -82,9 +84,12 @@ impl Run {
             progress: Some(progress),
             server_before,
             bench_before: procfs::sample("self"),
+            measure_from: None,
             sock_before: procfs::sockstat().unwrap_or_default(),
             plan,
         };
+        run.report.machine.cores = procfs::machine_cores().unwrap_or(1);
+        run.report.machine.loadavg_1m_before = procfs::loadavg().unwrap_or_default();
         if run.plan.args.server_pid.is_some() && run.server_before.is_none() {
             run.report.notes.push("--server-pid given but /proc/PID is unreadable: no server figures".into());
         }
@@ -93,6 +98,15 @@ impl Run {
 
     pub fn server_sample(&self) -> Option<ProcSample> {
         self.plan.args.server_pid.and_then(|pid| procfs::sample(&pid.to_string()))
+    }
+
+    /// Marks the start of the measured phase; returns the server's reading for [`Run::measured`].
+    pub fn begin_measure(&mut self) -> Option<ProcSample> {
+        let server = self.server_sample();
+        if let Some(busy) = procfs::machine_busy_seconds() {
+            self.measure_from = Some((busy, server, procfs::sample("self")));
+        }
+        server
     }
 
     /// Records the set-up and the server's and kernel's state once every client is connected and settled.
@@ -122,6 +136,19 @@ impl Run {
     /// Records the server's CPU over the measured phase (from `from` to now) and its RSS at the end.
     pub fn measured(&mut self, from: Option<ProcSample>) {
         let to = self.server_sample();
+        if let (Some((busy_from, server_from, me_from)), Some(busy_to), Some(me_to)) =
+            (self.measure_from, procfs::machine_busy_seconds(), procfs::sample("self"))
+        {
+            let wall = me_from.map(|m| me_to.at.duration_since(m.at).as_secs_f64()).unwrap_or_default();
+            let server = match (server_from, to) {
+                (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+                _ => 0.0,
+            };
+            let me = me_from.map(|m| me_to.cpu_seconds - m.cpu_seconds).unwrap_or_default();
+            if wall > 0.0 {
+                self.report.machine.other_cpu_percent = (100.0 * (busy_to - busy_from - server - me) / wall).max(0.0);
+            }
+        }
         if let (Some(server), Some(from), Some(to)) = (self.report.server.as_mut(), from, to) {
             server.cpu_percent = procfs::cpu_percent(&from, &to);
             server.cpu_seconds = to.cpu_seconds - from.cpu_seconds;

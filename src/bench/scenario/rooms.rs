@@ -52,7 +52,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
     tokio::time::sleep(plan.settle).await;
     run.connected(setup);
 
-    let server_from = run.server_sample();
+    let server_from = run.begin_measure();
     tokio::time::sleep_until(until).await;
     // A send due just before `until` may still be on its way out.
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -7,7 +7,7 @@ use crate::bench::connect::open_clients;
 
 pub async fn run(run: &mut Run) -> anyhow::Result<()> {
     let plan = run.plan.clone();
-    let server_from = run.server_sample();
+    let server_from = run.begin_measure();
     let n = plan.args.connections;
     let (clients, setup) = open_clients(&plan, n, |i| format!("bench-storm-{}", i % 100), &run.counters).await;
     run.connected(setup);
