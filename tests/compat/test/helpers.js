@@ -4,8 +4,7 @@
 // things with bounded timeouts. Every wait here has a timeout: a broken server makes a test
 // fail, never hang.
 //
-// Note: Node 20's runner also loads this file as a "test file" (it lives in test/); it only
-// defines functions, so that run is an empty pass.
+// Not a test file: `npm test` runs test/*.test.js only.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
