@@ -253,6 +253,13 @@ async fn signin_then_events_to_the_user_and_terminate_connections() {
         assert_eq!(ok["event"], "pusher:signin_success", "{ok}");
         assert_eq!(data_of(&ok)["user_data"], data);
     }
+    // pusher-js subscribes to its own user channel after signing in: confirmed; others' refused.
+    tab1.send(r##"{"event":"pusher:subscribe","data":{"auth":"","channel":"#server-to-user-42"}}"##).await;
+    assert_eq!(tab1.recv().await["event"], "pusher_internal:subscription_succeeded");
+    other.send(r##"{"event":"pusher:subscribe","data":{"auth":"","channel":"#server-to-user-42"}}"##).await;
+    let refused = other.recv().await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    assert_eq!(refused["data"]["status"], 401);
     // A forged sign-in is refused.
     let (mut forger, _) = server.connect().await;
     let data = user("42");

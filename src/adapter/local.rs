@@ -4,15 +4,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::presence::{Join, Member, MemoryPresence};
 use super::{Adapter, Broadcast, LocalNode};
+use crate::protocol::presence::MemberData;
 
 pub struct LocalAdapter {
     node: Arc<dyn LocalNode>,
+    presence: MemoryPresence,
 }
 
 impl LocalAdapter {
     pub fn new(node: Arc<dyn LocalNode>) -> Self {
-        LocalAdapter { node }
+        LocalAdapter { node, presence: MemoryPresence::default() }
     }
 }
 
@@ -26,12 +29,36 @@ impl Adapter for LocalAdapter {
         self.node.subscription_count(app_id, channel)
     }
 
-    async fn members(&self, app_id: &str, channel: &str) -> Vec<String> {
-        self.node.members(app_id, channel)
+    async fn presence_join(&self, app_id: &str, channel: &str, member: &MemberData, max_members: usize) -> Join {
+        self.presence.join(app_id, channel, member, max_members)
+    }
+
+    async fn presence_leave(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        self.presence.leave(app_id, channel, user_id)
+    }
+
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<Member> {
+        self.presence.members(app_id, channel)
+    }
+
+    async fn occupied(&self, _app_id: &str, _channel: &str) -> bool {
+        true
+    }
+
+    async fn vacated(&self, _app_id: &str, _channel: &str) -> bool {
+        true
     }
 
     async fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)> {
-        self.node.channels(app_id)
+        let users = self.presence.counts(app_id);
+        self.node
+            .channels(app_id)
+            .into_iter()
+            .map(|(name, subscriptions)| {
+                let members = users.get(&name).copied().unwrap_or(0);
+                (name, subscriptions, members)
+            })
+            .collect()
     }
 
     async fn connection_count(&self, app_id: &str) -> usize {

@@ -7,12 +7,16 @@
 //! subscribers, which channels are occupied) are answered here for the same reason.
 
 mod local;
+pub mod presence;
 
 use async_trait::async_trait;
 
 use crate::protocol::{Frame, SocketId};
 
 pub use local::LocalAdapter;
+pub use presence::{Join, Member};
+
+use crate::protocol::presence::MemberData;
 
 /// One message for every subscriber of a channel, on every node.
 #[derive(Debug, Clone)]
@@ -31,10 +35,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn deliver(&self, broadcast: &Broadcast) -> usize;
     /// This node's subscriber count for a channel.
     fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
-    /// This node's presence members (user ids) of a channel.
-    fn members(&self, app_id: &str, channel: &str) -> Vec<String>;
-    /// This node's occupied channels of an app: (name, subscriptions, presence members).
-    fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)>;
+    /// This node's occupied channels of an app: (name, subscriptions).
+    fn channels(&self, app_id: &str) -> Vec<(String, usize)>;
     /// This node's open connections of an app.
     fn connection_count(&self, app_id: &str) -> usize;
     /// Closes this node's connections of a signed-in user; returns how many.
@@ -48,8 +50,18 @@ pub trait Adapter: Send + Sync + 'static {
     async fn publish(&self, broadcast: Broadcast) -> usize;
     /// Subscribers of a channel across the cluster.
     async fn subscription_count(&self, app_id: &str, channel: &str) -> usize;
-    /// Presence members (user ids) of a channel across the cluster, each once.
-    async fn members(&self, app_id: &str, channel: &str) -> Vec<String>;
+    /// A user's first socket on this node joined a presence channel. `Join::Joined { first }` says
+    /// whether the user is new to the whole cluster (then `member_added` is announced).
+    async fn presence_join(&self, app_id: &str, channel: &str, member: &MemberData, max_members: usize) -> Join;
+    /// A user's last socket on this node left; true when the user is gone from the whole cluster.
+    async fn presence_leave(&self, app_id: &str, channel: &str, user_id: &str) -> bool;
+    /// Presence members of a channel across the cluster, each once, with their `user_info`.
+    async fn members(&self, app_id: &str, channel: &str) -> Vec<Member>;
+    /// The channel got its first subscriber on this node; true when it is the first in the cluster
+    /// (`channel_occupied` is then sent, once per cluster).
+    async fn occupied(&self, app_id: &str, channel: &str) -> bool;
+    /// The channel lost its last subscriber on this node; true when no node has one left.
+    async fn vacated(&self, app_id: &str, channel: &str) -> bool;
     /// Occupied channels across the cluster: (name, subscriptions, presence members).
     async fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)>;
     /// Open connections of an app across the cluster.

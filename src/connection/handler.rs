@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Connection, MAX_CHANNELS_PER_CONNECTION};
 use crate::adapter::Broadcast;
 use crate::config::ClientEventsFrom;
-use crate::hub::{Presence, SubscribeError};
+use crate::hub::SubscribeError;
 use crate::protocol::channel::{validate_event_name, USER_CHANNEL_PREFIX};
 use crate::protocol::message::Subscribe;
 use crate::protocol::presence::{signin_user_id, MemberData};
@@ -32,10 +32,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.out.push(Frame::pong());
             }
             ClientMessage::Pong => {}
-            ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe),
+            ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe).await,
             ClientMessage::Unsubscribe { channel } => {
                 if !channel.starts_with(USER_CHANNEL_PREFIX) && self.channels.remove(&channel).is_some() {
-                    self.leave(&channel);
+                    self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
                 }
             }
             ClientMessage::ClientEvent { event, channel, data } => {
@@ -51,10 +51,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    fn subscribe(&mut self, request: Subscribe) {
+    async fn subscribe(&mut self, request: Subscribe) {
         let refuse = |this: &Self, kind: &str, error: &str, status: u16| {
             this.out.push(Frame::subscription_error(&request.channel, kind, error, status));
         };
+        if let Some(user) = request.channel.strip_prefix(USER_CHANNEL_PREFIX) {
+            // pusher-js subscribes to its own user channel after `pusher:signin_success`; the
+            // socket joined it at sign-in, so confirm it. Anyone else's is refused.
+            if self.user_id.as_deref() == Some(user) {
+                self.out.push(Frame::subscription_succeeded(&request.channel, "{}"));
+            } else {
+                refuse(self, "AuthError", "Sign in as this user to receive its events", 401);
+            }
+            return;
+        }
         let channel = match ChannelName::parse(&request.channel) {
             Ok(channel) => channel,
             Err(e) => return refuse(self, "InvalidChannel", &e.to_string(), 400),
@@ -81,21 +91,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             },
             _ => None,
         };
-        let presence = member.as_ref().map(|member| Presence { member, max_members: self.app.max_presence_members });
-        match self.hub.registry().subscribe(&self.app.id, &channel, &self.out, presence) {
-            Ok(subscribed) => {
+        match self.hub.subscribe(&self.app, &channel, &self.out, member.as_ref()).await {
+            Ok(_) => {
                 self.channels.insert(channel.name.to_owned(), member.map(|m| m.user_id));
-                let webhooks = self.hub.webhooks();
-                if subscribed.occupied {
-                    webhooks.emit(&self.app.id, WebhookEvent::ChannelOccupied { channel: channel.name.to_owned() });
-                }
-                if let Some(user_id) = subscribed.member_added {
-                    webhooks
-                        .emit(&self.app.id, WebhookEvent::MemberAdded { channel: channel.name.to_owned(), user_id });
-                }
-                if subscribed.cache_miss {
-                    webhooks.emit(&self.app.id, WebhookEvent::CacheMiss { channel: channel.name.to_owned() });
-                }
             }
             Err(SubscribeError::PresenceFull(max)) => {
                 refuse(self, "LimitReached", &format!("Presence channel is full ({max} members)"), 403)
@@ -128,21 +126,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.channels.insert(format!("{USER_CHANNEL_PREFIX}{user_id}"), None);
         self.user_id = Some(user_id);
         self.out.push(Frame::signin_success(user_data));
-    }
-
-    /// Leaves one channel, telling the app's webhooks what that changed.
-    pub(super) fn leave(&self, channel: &str) {
-        let Some(left) = self.hub.registry().unsubscribe(&self.app.id, channel, self.socket_id) else { return };
-        if channel.starts_with(USER_CHANNEL_PREFIX) {
-            return;
-        }
-        let webhooks = self.hub.webhooks();
-        if let Some(user_id) = left.member_removed {
-            webhooks.emit(&self.app.id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
-        }
-        if left.vacated {
-            webhooks.emit(&self.app.id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
-        }
     }
 
     /// Relays a `client-*` event to the channel's other subscribers.

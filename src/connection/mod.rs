@@ -118,7 +118,7 @@ pub async fn serve<S>(
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
-        conn.leave_all_channels();
+        conn.leave_all_channels().await;
         goodbye(conn.ws, exit).await;
         hub.registry().remove_connection(&app_id);
     }
@@ -328,9 +328,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Err(None)
     }
 
-    fn leave_all_channels(&mut self) {
+    async fn leave_all_channels(&mut self) {
         for channel in std::mem::take(&mut self.channels).into_keys() {
-            self.leave(&channel);
+            self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
         }
     }
 }

@@ -11,13 +11,23 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::adapter::{Adapter, Broadcast, LocalAdapter};
+use crate::adapter::{Adapter, Broadcast, Join, LocalAdapter};
 use crate::config::AppConfig;
+use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
+use crate::protocol::ChannelName;
 use crate::protocol::{Frame, SocketId};
 use crate::webhooks::{WebhookEvent, Webhooks};
 
 pub use outbound::{Outbound, OutboundReceiver, Outgoing, OverflowSignal};
-pub use registry::{Presence, Registry, SubscribeError, Subscribed, Unsubscribed};
+pub use registry::{Registry, Subscribed, Unsubscribed};
+
+/// Why a subscribe was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    UnknownApp,
+    /// The presence channel is at its member cap.
+    PresenceFull(usize),
+}
 
 /// How often changed subscription counts are announced: the throttle.
 pub const SUBSCRIPTION_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -113,6 +123,77 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// Subscribes a connection's queue to a channel; on presence channels `member` is who it joins
+    /// as. Announces a new member to the cluster and tells the app's webhooks what changed.
+    pub async fn subscribe(
+        &self,
+        app: &AppConfig,
+        channel: &ChannelName<'_>,
+        out: &Outbound,
+        member: Option<&MemberData>,
+    ) -> Result<Subscribed, SubscribeError> {
+        let name = channel.name;
+        let mut announce = false;
+        let succeeded = match member {
+            None => "{}".to_owned(),
+            Some(member) => {
+                let user = member.user_id.as_str();
+                let members = if self.registry.add_local_user(&app.id, name, user) {
+                    match self.adapter.presence_join(&app.id, name, member, app.max_presence_members).await {
+                        Join::Joined { first, members } => {
+                            announce = first;
+                            members
+                        }
+                        Join::Full => {
+                            self.registry.remove_local_user(&app.id, name, user);
+                            return Err(SubscribeError::PresenceFull(app.max_presence_members));
+                        }
+                    }
+                } else {
+                    self.adapter.members(&app.id, name).await
+                };
+                presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
+            }
+        };
+        let user_id = member.map(|m| m.user_id.as_str());
+        let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, &succeeded, user_id) else {
+            return Err(SubscribeError::UnknownApp);
+        };
+        if subscribed.occupied && self.adapter.occupied(&app.id, name).await {
+            self.webhooks.emit(&app.id, WebhookEvent::ChannelOccupied { channel: name.to_owned() });
+        }
+        if let (true, Some(member)) = (announce, member) {
+            let frame = Frame::internal("pusher_internal:member_added", Some(name), &member.added_json());
+            let except = Some(out.socket_id());
+            self.publish(Broadcast { app_id: app.id.clone(), channel: name.to_owned(), frame, except }).await;
+            let user_id = member.user_id.clone();
+            self.webhooks.emit(&app.id, WebhookEvent::MemberAdded { channel: name.to_owned(), user_id });
+        }
+        if subscribed.cache_miss {
+            self.webhooks.emit(&app.id, WebhookEvent::CacheMiss { channel: name.to_owned() });
+        }
+        Ok(subscribed)
+    }
+
+    /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone.
+    pub async fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) {
+        let Some(left) = self.registry.unsubscribe(app_id, channel, socket_id) else { return };
+        if channel.starts_with(crate::protocol::channel::USER_CHANNEL_PREFIX) {
+            return;
+        }
+        if let Some(user_id) = left.last_local_socket_of {
+            if self.adapter.presence_leave(app_id, channel, &user_id).await {
+                let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(&user_id));
+                self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except: None })
+                    .await;
+                self.webhooks.emit(app_id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
+            }
+        }
+        if left.vacated && self.adapter.vacated(app_id, channel).await {
+            self.webhooks.emit(app_id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
+        }
     }
 
     /// Closes a signed-in user's connections on every node.

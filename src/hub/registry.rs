@@ -1,4 +1,4 @@
-//! This node's channels, subscribers and presence members, per app, and the fan-out loop.
+//! This node's channels and subscribers, per app, and the fan-out loop.
 //!
 //! Channels live in a sharded map so that subscribes on different channels do not contend. Fan-out
 //! holds one shard's read lock while it pushes the same shared frame into each subscriber's queue;
@@ -16,7 +16,6 @@ use dashmap::DashMap;
 use super::outbound::Outbound;
 use crate::adapter::{Broadcast, LocalNode};
 use crate::protocol::channel::USER_CHANNEL_PREFIX;
-use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
 use crate::protocol::{ChannelKind, ChannelName, ErrorCode, Frame, SocketId};
 
 /// How long a cache channel keeps its last event (Pusher keeps it 30 minutes).
@@ -30,26 +29,12 @@ struct Subscriber {
     user_id: Option<Arc<str>>,
 }
 
-struct Member {
-    info: Option<String>,
-    /// Sockets of this user in the channel: a user is one member however many tabs it has.
-    sockets: usize,
-}
-
 #[derive(Default)]
 struct Channel {
     subscribers: HashMap<SocketId, Subscriber>,
-    members: HashMap<Arc<str>, Member>,
-}
-
-impl Channel {
-    fn push_to_others(&self, except: SocketId, frame: &Frame) {
-        for (socket_id, sub) in &self.subscribers {
-            if *socket_id != except {
-                sub.out.push(frame.clone());
-            }
-        }
-    }
+    /// Sockets of each presence user on this node: a user is one member however many tabs it
+    /// has, so the cluster's presence store hears only of a user's first and last socket here.
+    local_users: HashMap<Arc<str>, usize>,
 }
 
 struct AppChannels {
@@ -77,8 +62,6 @@ pub struct Subscribed {
     pub new: bool,
     /// The channel had no local subscriber before.
     pub occupied: bool,
-    /// A presence member joined (the user had no socket in the channel before).
-    pub member_added: Option<String>,
     /// A cache channel had no event to replay.
     pub cache_miss: bool,
 }
@@ -88,22 +71,8 @@ pub struct Subscribed {
 pub struct Unsubscribed {
     /// The channel has no local subscriber left.
     pub vacated: bool,
-    /// A presence member left (the user's last socket in the channel).
-    pub member_removed: Option<String>,
-}
-
-/// Why a subscribe was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscribeError {
-    UnknownApp,
-    /// The presence channel is at its member cap.
-    PresenceFull(usize),
-}
-
-/// The presence part of a subscribe.
-pub struct Presence<'a> {
-    pub member: &'a MemberData,
-    pub max_members: usize,
+    /// The presence user whose last socket on this node just left.
+    pub last_local_socket_of: Option<String>,
 }
 
 impl AppChannels {
@@ -127,72 +96,78 @@ impl Registry {
         }
     }
 
-    /// Adds a subscriber, then, under the channel's lock: queues `subscription_succeeded` (with the
-    /// member list on presence channels), announces a new member to the others, and replays the
-    /// cached event (or `pusher:cache_miss`) on cache channels.
+    /// Counts one more socket of a presence user in a channel; true when it is the user's first on
+    /// this node (the cluster's presence store must then hear of it). Call before `subscribe`;
+    /// undo with `remove_local_user` if the subscribe is then refused.
+    pub fn add_local_user(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        let Some(app) = self.apps.get(app_id) else { return false };
+        let mut entry = app.channels.entry(channel.into()).or_default();
+        let sockets = entry.local_users.entry(Arc::from(user_id)).or_insert(0);
+        *sockets += 1;
+        *sockets == 1
+    }
+
+    /// Takes back an `add_local_user`; true when it was the user's last socket here.
+    pub fn remove_local_user(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        let Some(app) = self.apps.get(app_id) else { return false };
+        let last = match app.channels.get_mut(channel) {
+            Some(mut entry) => Self::release_user(&mut entry, user_id),
+            None => false,
+        };
+        self.drop_if_empty(app, channel);
+        last
+    }
+
+    fn release_user(entry: &mut Channel, user_id: &str) -> bool {
+        let Some(sockets) = entry.local_users.get_mut(user_id) else { return false };
+        *sockets -= 1;
+        if *sockets == 0 {
+            entry.local_users.remove(user_id);
+            return true;
+        }
+        false
+    }
+
+    /// Adds a subscriber and, under the channel's lock, queues `subscription_succeeded` with
+    /// `succeeded_data` (the member list on presence channels) and, on cache channels, the cached
+    /// event (or `pusher:cache_miss`), so neither can be overtaken by the channel's next event.
     pub fn subscribe(
         &self,
         app_id: &str,
         channel: &ChannelName<'_>,
         out: &Outbound,
-        presence: Option<Presence<'_>>,
-    ) -> Result<Subscribed, SubscribeError> {
-        let app = self.apps.get(app_id).ok_or(SubscribeError::UnknownApp)?;
+        succeeded_data: &str,
+        user_id: Option<&str>,
+    ) -> Option<Subscribed> {
+        let app = self.apps.get(app_id)?;
         let name = channel.name;
         let mut entry = app.channels.entry(name.into()).or_default();
         let occupied = entry.subscribers.is_empty();
         let socket_id = out.socket_id();
-        let new = !entry.subscribers.contains_key(&socket_id);
-        let mut member_added = None;
-
-        let succeeded_data = match &presence {
-            None => {
-                entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: None });
-                "{}".to_owned()
-            }
-            Some(p) => {
-                let user_id: Arc<str> = Arc::from(p.member.user_id.as_str());
-                let previous = entry.subscribers.get(&socket_id).and_then(|s| s.user_id.clone());
-                if previous.as_deref() != Some(&*user_id) {
-                    let is_new_member = !entry.members.contains_key(&user_id);
-                    if is_new_member && entry.members.len() >= p.max_members {
-                        drop(entry);
-                        self.drop_if_empty(app, name);
-                        return Err(SubscribeError::PresenceFull(p.max_members));
-                    }
-                    if let Some(previous) = previous {
-                        // Re-subscribing as another user: leave as the old one first.
-                        Self::leave_member(&mut entry, name, socket_id, &previous);
-                    }
-                    let member = entry.members.entry(user_id.clone()).or_insert(Member { info: None, sockets: 0 });
-                    member.sockets += 1;
-                    member.info = p.member.user_info.clone();
-                    if is_new_member {
-                        let frame = Frame::internal("pusher_internal:member_added", Some(name), &p.member.added_json());
-                        entry.push_to_others(socket_id, &frame);
-                        member_added = Some(p.member.user_id.clone());
-                    }
-                }
-                entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: Some(user_id) });
-                presence_succeeded_json(entry.members.iter().map(|(id, m)| (&**id, m.info.as_deref())))
-            }
-        };
-        out.push(Frame::subscription_succeeded(name, &succeeded_data));
+        let previous =
+            entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: user_id.map(Arc::from) });
+        if let Some(old_user) = previous.as_ref().and_then(|p| p.user_id.clone()) {
+            // Subscribing again: this subscription's user count replaces the earlier one.
+            Self::release_user(&mut entry, &old_user);
+        }
+        out.push(Frame::subscription_succeeded(name, succeeded_data));
         let mut cache_miss = false;
         if channel.cache {
             match app.cache.get(name).filter(|c| c.1.elapsed() < CACHE_TTL) {
-                Some(cached) => out.push(cached.0.clone()),
+                Some(cached) => {
+                    out.push(cached.0.clone());
+                }
                 None => {
                     cache_miss = true;
-                    out.push(Frame::cache_miss(name))
+                    out.push(Frame::cache_miss(name));
                 }
-            };
+            }
         }
         drop(entry);
         if app.track_counts && channel.kind != ChannelKind::Presence {
             self.mark_count_changed(app_id, name);
         }
-        Ok(Subscribed { new, occupied, member_added, cache_miss })
+        Some(Subscribed { new: previous.is_none(), occupied, cache_miss })
     }
 
     /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
@@ -221,39 +196,25 @@ impl Registry {
     /// Removes a subscriber. Returns `None` when it was not subscribed.
     pub fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) -> Option<Unsubscribed> {
         let app = self.apps.get(app_id)?;
-        let member_removed = {
+        let last_local_socket_of = {
             let mut entry = app.channels.get_mut(channel)?;
             let sub = entry.subscribers.remove(&socket_id)?;
             match sub.user_id {
-                Some(user_id) => Self::leave_member(&mut entry, channel, socket_id, &user_id),
-                None => None,
+                Some(user_id) if Self::release_user(&mut entry, &user_id) => Some(user_id.to_string()),
+                _ => None,
             }
         };
         let vacated = self.drop_if_empty(app, channel);
         if app.track_counts && !channel.starts_with("presence-") && !channel.starts_with(USER_CHANNEL_PREFIX) {
             self.mark_count_changed(app_id, channel);
         }
-        Some(Unsubscribed { vacated, member_removed })
-    }
-
-    /// One socket of `user_id` leaves; when it was the user's last, the member is removed and the
-    /// others are told.
-    fn leave_member(entry: &mut Channel, channel: &str, socket_id: SocketId, user_id: &str) -> Option<String> {
-        let member = entry.members.get_mut(user_id)?;
-        member.sockets -= 1;
-        if member.sockets > 0 {
-            return None;
-        }
-        entry.members.remove(user_id);
-        let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
-        entry.push_to_others(socket_id, &frame);
-        Some(user_id.to_owned())
+        Some(Unsubscribed { vacated, last_local_socket_of })
     }
 
     /// Frees a channel with no subscriber left; re-checked under the write lock, since a subscribe
     /// may have slipped in.
     fn drop_if_empty(&self, app: &AppChannels, channel: &str) -> bool {
-        app.channels.remove_if(channel, |_, c| c.subscribers.is_empty()).is_some()
+        app.channels.remove_if(channel, |_, c| c.subscribers.is_empty() && c.local_users.is_empty()).is_some()
     }
 
     fn mark_count_changed(&self, app_id: &str, channel: &str) {
@@ -357,19 +318,12 @@ impl LocalNode for Registry {
         self.apps.get(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
     }
 
-    fn members(&self, app_id: &str, channel: &str) -> Vec<String> {
-        self.apps
-            .get(app_id)
-            .and_then(|a| a.channels.get(channel).map(|c| c.members.keys().map(|k| k.to_string()).collect()))
-            .unwrap_or_default()
-    }
-
-    fn channels(&self, app_id: &str) -> Vec<(String, usize, usize)> {
+    fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
         let Some(app) = self.apps.get(app_id) else { return Vec::new() };
         app.channels
             .iter()
             .filter(|c| !c.subscribers.is_empty() && !c.key().starts_with(USER_CHANNEL_PREFIX))
-            .map(|c| (c.key().to_string(), c.subscribers.len(), c.members.len()))
+            .map(|c| (c.key().to_string(), c.subscribers.len()))
             .collect()
     }
 
@@ -416,9 +370,9 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
-        let s1 = reg.subscribe("a", &chan("c"), &o1, None).unwrap();
+        let s1 = reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
         assert!(s1.new && s1.occupied);
-        let s2 = reg.subscribe("a", &chan("c"), &o2, None).unwrap();
+        let s2 = reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
         assert!(s2.new && !s2.occupied);
         let frame = Frame::event("e", "c", "d");
         let b = Broadcast { app_id: "a".into(), channel: "c".into(), frame: frame.clone(), except: Some(sid(1)) };
@@ -438,74 +392,44 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("c"), &o1, None).unwrap();
-        reg.subscribe("a", &chan("c"), &o2, None).unwrap();
+        reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
         assert_eq!(reg.subscription_count("a", "c"), 2);
-        assert_eq!(reg.unsubscribe("a", "c", sid(1)), Some(Unsubscribed { vacated: false, member_removed: None }));
+        assert_eq!(
+            reg.unsubscribe("a", "c", sid(1)),
+            Some(Unsubscribed { vacated: false, last_local_socket_of: None })
+        );
         assert_eq!(reg.unsubscribe("a", "c", sid(1)), None, "twice is a no-op");
-        assert_eq!(reg.unsubscribe("a", "c", sid(2)), Some(Unsubscribed { vacated: true, member_removed: None }));
+        assert_eq!(reg.unsubscribe("a", "c", sid(2)), Some(Unsubscribed { vacated: true, last_local_socket_of: None }));
         assert_eq!(reg.total_channels(), 0);
         assert!(reg.channels("a").is_empty());
     }
 
-    #[tokio::test]
-    async fn presence_members_are_users_not_sockets() {
-        let reg = Registry::new([("a", true)]);
-        let ann = MemberData { user_id: "ann".into(), user_info: Some(r#"{"n":1}"#.into()) };
-        let bob = MemberData { user_id: "bob".into(), user_info: None };
-        let p = |m| Some(Presence { member: m, max_members: 100 });
-        let room = chan("presence-room");
-        let (ann1, mut ann1_rx) = Outbound::new(sid(1), 1 << 20);
-        let (ann2, mut ann2_rx) = Outbound::new(sid(2), 1 << 20);
-        let (bob1, mut bob1_rx) = Outbound::new(sid(3), 1 << 20);
-
-        assert_eq!(reg.subscribe("a", &room, &ann1, p(&ann)).unwrap().member_added.as_deref(), Some("ann"));
-        assert_eq!(reg.subscribe("a", &room, &bob1, p(&bob)).unwrap().member_added.as_deref(), Some("bob"));
-        assert_eq!(reg.subscribe("a", &room, &ann2, p(&ann)).unwrap().member_added, None, "same user twice");
-        assert_eq!(reg.members("a", "presence-room").len(), 2);
-
-        let ann1_saw = drain(&mut ann1_rx).await;
-        assert_eq!(ann1_saw[0]["event"], "pusher_internal:subscription_succeeded");
-        assert_eq!(ann1_saw[1]["event"], "pusher_internal:member_added", "bob joined");
-        assert_eq!(ann1_saw.len(), 2, "ann's second tab is not announced");
-        let bob_saw = drain(&mut bob1_rx).await;
-        let data: serde_json::Value = serde_json::from_str(bob_saw[0]["data"].as_str().unwrap()).unwrap();
-        assert_eq!(data["presence"]["count"], 2);
-        assert_eq!(data["presence"]["hash"]["ann"]["n"], 1);
-        assert_eq!(drain(&mut ann2_rx).await.len(), 1);
-
-        // First tab leaves: ann is still a member. Last tab leaves: removed, bob is told.
-        assert_eq!(reg.unsubscribe("a", "presence-room", sid(1)).unwrap().member_removed, None);
-        assert!(drain(&mut bob1_rx).await.is_empty());
-        assert_eq!(reg.unsubscribe("a", "presence-room", sid(2)).unwrap().member_removed.as_deref(), Some("ann"));
-        let bob_saw = drain(&mut bob1_rx).await;
-        assert_eq!(bob_saw[0]["event"], "pusher_internal:member_removed");
-        assert_eq!(bob_saw[0]["data"], r#"{"user_id":"ann"}"#);
-        assert_eq!(reg.members("a", "presence-room"), vec!["bob".to_string()]);
-        reg.unsubscribe("a", "presence-room", sid(3));
-        assert_eq!(reg.total_channels(), 0);
-    }
-
     #[test]
-    fn presence_member_cap() {
+    fn local_users_count_sockets_not_users() {
         let reg = Registry::new([("a", true)]);
-        let room = chan("presence-small");
-        let users: Vec<MemberData> = (0..3).map(|i| MemberData { user_id: i.to_string(), user_info: None }).collect();
-        let outs: Vec<_> = (0..4).map(|i| Outbound::new(sid(i), 1 << 20)).collect();
-        for i in 0..2 {
-            reg.subscribe("a", &room, &outs[i].0, Some(Presence { member: &users[i], max_members: 2 })).unwrap();
-        }
-        let err = reg.subscribe("a", &room, &outs[2].0, Some(Presence { member: &users[2], max_members: 2 }));
-        assert_eq!(err, Err(SubscribeError::PresenceFull(2)));
-        // An existing member's second socket is not a new member.
-        assert!(reg.subscribe("a", &room, &outs[3].0, Some(Presence { member: &users[0], max_members: 2 })).is_ok());
+        assert!(reg.add_local_user("a", "presence-r", "ann"), "first socket of ann");
+        assert!(!reg.add_local_user("a", "presence-r", "ann"), "second tab");
+        let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
+        let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
+        reg.subscribe("a", &chan("presence-r"), &o1, "{}", Some("ann")).unwrap();
+        reg.subscribe("a", &chan("presence-r"), &o2, "{}", Some("ann")).unwrap();
+        assert_eq!(reg.unsubscribe("a", "presence-r", sid(1)).unwrap().last_local_socket_of, None);
+        let left = reg.unsubscribe("a", "presence-r", sid(2)).unwrap();
+        assert_eq!(left.last_local_socket_of.as_deref(), Some("ann"));
+        assert!(left.vacated);
+        assert_eq!(reg.total_channels(), 0);
+        // A refused subscribe takes its count back and leaves nothing behind.
+        assert!(reg.add_local_user("a", "presence-x", "bob"));
+        assert!(reg.remove_local_user("a", "presence-x", "bob"));
+        assert_eq!(reg.total_channels(), 0);
     }
 
     #[tokio::test]
     async fn cache_channels_replay_the_last_event_or_say_miss() {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
-        reg.subscribe("a", &chan("cache-prices"), &o1, None).unwrap();
+        reg.subscribe("a", &chan("cache-prices"), &o1, "{}", None).unwrap();
         let saw = drain(&mut r1).await;
         assert_eq!(saw[1]["event"], "pusher:cache_miss");
         for price in ["1", "2"] {
@@ -513,7 +437,7 @@ mod tests {
             reg.deliver(&Broadcast { app_id: "a".into(), channel: "cache-prices".into(), frame, except: None });
         }
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("cache-prices"), &o2, None).unwrap();
+        reg.subscribe("a", &chan("cache-prices"), &o2, "{}", None).unwrap();
         let saw = drain(&mut r2).await;
         assert_eq!(saw[0]["event"], "pusher_internal:subscription_succeeded");
         assert_eq!(saw[1]["data"], "2", "the last event, right after the confirmation");
@@ -527,8 +451,8 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("c"), &o1, None).unwrap();
-        reg.subscribe("a", &chan("c"), &o2, None).unwrap();
+        reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
         drain(&mut r1).await;
         assert_eq!(reg.flush_subscription_counts(), vec![("a".into(), "c".into(), 2)], "two changes, one message");
         let saw = drain(&mut r1).await;

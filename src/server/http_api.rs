@@ -301,7 +301,8 @@ pub async fn users(
         Ok(c) if c.kind == ChannelKind::Presence => {}
         _ => return Err(ApiError::bad_request("Users can only be listed for presence channels")),
     }
-    let mut ids = state.hub.adapter().members(&req.app.id, &channel).await;
+    let mut ids: Vec<String> =
+        state.hub.adapter().members(&req.app.id, &channel).await.into_iter().map(|(id, _)| id).collect();
     ids.sort();
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })).into_response())

@@ -530,7 +530,7 @@ test('client event on a channel the sender is not subscribed to -> pusher:error 
 });
 
 test('client events when the app does not enable them -> pusher:error 4301, nobody gets it', async () => {
-  const srv = await extraServer('channels-noclient', {});
+  const srv = await extraServer('channels-noclient', { enable_client_messages: false });
   const sender = await rawConnected(srv);
   const receiver = await rawConnected(srv);
   await rawSubscribe(srv, sender, 'private-quiet');
