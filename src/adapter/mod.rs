@@ -8,6 +8,7 @@
 
 mod local;
 pub mod presence;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -68,4 +69,25 @@ pub trait Adapter: Send + Sync + 'static {
     async fn connection_count(&self, app_id: &str) -> usize;
     /// Closes a signed-in user's connections on every node.
     async fn terminate_user(&self, app_id: &str, user_id: &str);
+
+    /// A channel's subscriber count on this node changed by `delta`.
+    async fn subscription_changed(&self, _app_id: &str, _channel: &str, _delta: i64) {}
+    /// An app's connection count on this node changed by `delta`.
+    async fn connection_changed(&self, _app_id: &str, _delta: i64) {}
+    /// False while the cluster cannot be reached (this node then serves its own sockets only).
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// Changes the adapter noticed by itself (a dead node's members and channels), for the hub to
+    /// announce. Taken once.
+    fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterEvent>> {
+        None
+    }
+}
+
+/// Something the cluster noticed that no local socket did: a dead node's member or channel gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    MemberGone { app_id: String, channel: String, user_id: String },
+    ChannelGone { app_id: String, channel: String },
 }

@@ -5,6 +5,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, StartArgs};
+use crate::adapter::redis::RedisSettings;
 use crate::config::{Config, Overrides};
 use crate::hub::Hub;
 use crate::server::Server;
@@ -24,12 +25,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
     let overrides = Overrides { host: args.host.clone(), port: args.port };
     let config = Config::load(args.config.as_deref(), &env, &overrides)?;
-    if config.scaling.enabled {
-        anyhow::bail!("[scaling] enabled = true: Redis scaling is not available in this build yet");
-    }
-
     let shutdown = CancellationToken::new();
-    let hub = Hub::local(&config.apps);
+    let hub = if config.scaling.enabled {
+        let settings = RedisSettings {
+            urls: config.scaling.urls(),
+            prefix: config.scaling.prefix(),
+            node_timeout: config.scaling.node_timeout(),
+        };
+        info!(prefix = %settings.prefix, nodes = settings.urls.len(), "scaling through Redis");
+        Hub::clustered(&config.apps, settings).await?
+    } else {
+        Hub::local(&config.apps)
+    };
     hub.spawn_background(shutdown.clone());
     let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
     let addr = server.local_addr()?;

@@ -30,6 +30,16 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
     }
     if let Some(url) = get("REDIS_URL") {
         config.scaling.redis_url = Some(url);
+    } else if let Some(host) = get("REDIS_HOST") {
+        // Laravel's separate settings, as Reverb reads them.
+        let port = get("REDIS_PORT").unwrap_or_else(|| "6379".into());
+        let auth = match (get("REDIS_USERNAME"), get("REDIS_PASSWORD")) {
+            (Some(user), Some(password)) => format!("{user}:{password}@"),
+            (None, Some(password)) => format!(":{password}@"),
+            _ => String::new(),
+        };
+        let db = get("REDIS_DB").map(|db| format!("/{db}")).unwrap_or_default();
+        config.scaling.redis_url = Some(format!("redis://{auth}{host}:{port}{db}"));
     }
 
     let credentials = [get("REVERB_APP_ID"), get("REVERB_APP_KEY"), get("REVERB_APP_SECRET")];

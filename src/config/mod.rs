@@ -223,8 +223,37 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
     pub enabled: bool,
+    /// `redis://[user:password@]host:port[/db]`; several, comma-separated, for a Redis Cluster's
+    /// seed nodes. Default `redis://127.0.0.1:6379`.
     pub redis_url: Option<String>,
+    /// Prefix of Herald's Redis keys and its pub/sub channel (Reverb's `REVERB_SCALING_CHANNEL`),
+    /// so several deployments can share a Redis. Default `reverb`.
     pub channel: Option<String>,
+    /// A node silent this long (no heartbeat) is declared dead and its presence members removed.
+    pub node_timeout_ms: Option<u64>,
+}
+
+impl ScalingConfig {
+    /// The Redis URLs to use.
+    pub fn urls(&self) -> Vec<String> {
+        let urls: Vec<String> = self
+            .redis_url
+            .as_deref()
+            .unwrap_or("redis://127.0.0.1:6379")
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        urls
+    }
+
+    pub fn prefix(&self) -> String {
+        self.channel.clone().unwrap_or_else(|| "reverb".into())
+    }
+
+    pub fn node_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.node_timeout_ms.unwrap_or(30_000))
+    }
 }
 
 mod defaults {

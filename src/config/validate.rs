@@ -37,6 +37,17 @@ impl Config {
         if self.server.max_outbound_buffer < 1024 {
             return invalid("server.max_outbound_buffer must be at least 1024 bytes".into());
         }
+        if self.scaling.enabled {
+            let urls = self.scaling.urls();
+            if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://"))) {
+                return invalid(
+                    "scaling.redis_url must be redis://host:port (several, comma-separated, for a cluster)".into(),
+                );
+            }
+            if self.scaling.node_timeout().as_millis() < 500 {
+                return invalid("scaling.node_timeout_ms must be at least 500".into());
+            }
+        }
         if self.apps.is_empty() {
             return invalid("no app is configured".into());
         }

@@ -86,7 +86,7 @@ pub async fn serve<S>(
     if let Err(code) = check_protocol_version(handshake.protocol.as_deref()) {
         return goodbye(ws, Exit::Pusher(code, code.message().into())).await;
     }
-    if !hub.registry().try_add_connection(&app.id, app.max_connections) {
+    if !hub.connection_opened(&app).await {
         return goodbye(
             ws,
             Exit::Pusher(ErrorCode::OverConnectionQuota, ErrorCode::OverConnectionQuota.message().into()),
@@ -120,7 +120,7 @@ pub async fn serve<S>(
         debug!(?exit, "closing");
         conn.leave_all_channels().await;
         goodbye(conn.ws, exit).await;
-        hub.registry().remove_connection(&app_id);
+        hub.connection_closed(&app_id).await;
     }
     .instrument(span)
     .await

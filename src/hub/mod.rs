@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::adapter::{Adapter, Broadcast, Join, LocalAdapter};
+use crate::adapter::redis::{RedisAdapter, RedisSettings};
+use crate::adapter::{Adapter, Broadcast, ClusterEvent, Join, LocalAdapter};
 use crate::config::AppConfig;
 use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
 use crate::protocol::ChannelName;
@@ -48,6 +49,21 @@ pub struct Hub {
 impl Hub {
     /// A hub for `apps` on a single node.
     pub fn local(apps: &[AppConfig]) -> Arc<Hub> {
+        let (registry, webhooks) = Hub::parts(apps);
+        let adapter = Arc::new(LocalAdapter::new(registry.clone()));
+        Hub::with_adapter(apps, registry, adapter, webhooks, Hub::new_node_id())
+    }
+
+    /// A hub for `apps` that is one node of a Redis-backed cluster.
+    pub async fn clustered(apps: &[AppConfig], settings: RedisSettings) -> anyhow::Result<Arc<Hub>> {
+        let (registry, webhooks) = Hub::parts(apps);
+        let node = Hub::new_node_id();
+        let app_ids = apps.iter().map(|a| a.id.clone()).collect();
+        let adapter = RedisAdapter::start(registry.clone(), node, app_ids, settings).await?;
+        Ok(Hub::with_adapter(apps, registry, adapter, webhooks, node))
+    }
+
+    fn parts(apps: &[AppConfig]) -> (Arc<Registry>, Webhooks) {
         let mut registry = Registry::new(apps.iter().map(|a| (a.id.as_str(), a.subscription_count_events)));
         let webhooks = Webhooks::new(apps);
         for app in apps {
@@ -55,9 +71,12 @@ impl Hub {
                 registry.track_counts(&app.id);
             }
         }
-        let registry = Arc::new(registry);
-        let adapter = Arc::new(LocalAdapter::new(registry.clone()));
-        Hub::with_adapter(apps, registry, adapter, webhooks)
+        (Arc::new(registry), webhooks)
+    }
+
+    /// Random, so socket ids stay unique across nodes without coordination.
+    pub fn new_node_id() -> u32 {
+        rand::random::<u32>() % 1_000_000_000
     }
 
     /// A hub whose peers are reached through `adapter` (which delivers locally through `registry`).
@@ -66,6 +85,7 @@ impl Hub {
         registry: Arc<Registry>,
         adapter: Arc<dyn Adapter>,
         webhooks: Webhooks,
+        node: u32,
     ) -> Arc<Hub> {
         let apps: Vec<App> = apps.iter().cloned().map(Arc::new).collect();
         Arc::new(Hub {
@@ -74,8 +94,7 @@ impl Hub {
             registry,
             adapter,
             webhooks,
-            // Random, so socket ids stay unique across nodes without coordination.
-            node: rand::random::<u32>() % 1_000_000_000,
+            node,
             next_seq: AtomicU64::new(1),
         })
     }
@@ -108,6 +127,14 @@ impl Hub {
     /// connection): the throttled `subscription_count` round.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         self.webhooks.start();
+        if let Some(mut events) = self.adapter.take_events() {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    hub.on_cluster_event(event).await;
+                }
+            });
+        }
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SUBSCRIPTION_COUNT_INTERVAL);
@@ -161,6 +188,9 @@ impl Hub {
         let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, &succeeded, user_id) else {
             return Err(SubscribeError::UnknownApp);
         };
+        if subscribed.new {
+            self.adapter.subscription_changed(&app.id, name, 1).await;
+        }
         if subscribed.occupied && self.adapter.occupied(&app.id, name).await {
             self.webhooks.emit(&app.id, WebhookEvent::ChannelOccupied { channel: name.to_owned() });
         }
@@ -183,6 +213,7 @@ impl Hub {
         if channel.starts_with(crate::protocol::channel::USER_CHANNEL_PREFIX) {
             return;
         }
+        self.adapter.subscription_changed(app_id, channel, -1).await;
         if let Some(user_id) = left.last_local_socket_of {
             if self.adapter.presence_leave(app_id, channel, &user_id).await {
                 let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(&user_id));
@@ -193,6 +224,39 @@ impl Hub {
         }
         if left.vacated && self.adapter.vacated(app_id, channel).await {
             self.webhooks.emit(app_id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
+        }
+    }
+
+    /// Counts a new connection against the app's quota (this node's); false when full.
+    pub async fn connection_opened(&self, app: &AppConfig) -> bool {
+        if !self.registry.try_add_connection(&app.id, app.max_connections) {
+            return false;
+        }
+        self.adapter.connection_changed(&app.id, 1).await;
+        true
+    }
+
+    pub async fn connection_closed(&self, app_id: &str) {
+        self.registry.remove_connection(app_id);
+        self.adapter.connection_changed(app_id, -1).await;
+    }
+
+    /// Whether the cluster can be reached (always, for a single node).
+    pub fn healthy(&self) -> bool {
+        self.adapter.healthy()
+    }
+
+    /// Announces what the adapter noticed by itself: a dead node's members and channels gone.
+    async fn on_cluster_event(&self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::MemberGone { app_id, channel, user_id } => {
+                let frame = Frame::internal("pusher_internal:member_removed", Some(&channel), &removed_json(&user_id));
+                self.publish(Broadcast { app_id: app_id.clone(), channel: channel.clone(), frame, except: None }).await;
+                self.webhooks.emit(&app_id, WebhookEvent::MemberRemoved { channel, user_id });
+            }
+            ClusterEvent::ChannelGone { app_id, channel } => {
+                self.webhooks.emit(&app_id, WebhookEvent::ChannelVacated { channel });
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The route table: one glance shows every endpoint Herald serves.
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,9 +28,14 @@ pub fn router(state: AppState) -> Router {
     routes.fallback(not_found).with_state(state)
 }
 
-/// Unsigned health check for load balancers.
-async fn up() -> Response {
-    Json(json!({"health": "OK"})).into_response()
+/// Unsigned health check for load balancers. A node that cannot reach Redis still serves its own
+/// sockets, so it answers 200, and says it is degraded.
+async fn up(State(state): State<AppState>) -> Response {
+    if state.hub.healthy() {
+        Json(json!({"health": "OK"})).into_response()
+    } else {
+        Json(json!({"health": "DEGRADED", "redis": "unreachable: serving local connections only"})).into_response()
+    }
 }
 
 async fn not_found() -> Response {

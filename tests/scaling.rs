@@ -1,0 +1,346 @@
+//! Several Herald nodes and a real `redis-server` (and a real 3-node Redis Cluster) act as one.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use herald::protocol::signature::{channel_auth_message, make_auth};
+use serde_json::{json, Value};
+
+struct Redis {
+    port: u16,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start(port: u16, extra: &[&str]) -> Redis {
+        let dir = std::env::temp_dir().join(format!("herald-redis-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, child, dir }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two nodes sharing one prefix (the same deployment).
+async fn pair(redis_url: &str, extra_app: &str) -> (TestServer, TestServer) {
+    let prefix = format!("herald-test-{}", rand::random::<u32>());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let port = unused_port();
+        let config = format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"{redis_url}\"\nchannel = \"{prefix}\"\nnode_timeout_ms = 1500\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{extra_app}\n"
+        );
+        nodes.push(TestServer::start_with_config(port, &config, &[]).await);
+    }
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    (a, b)
+}
+
+fn data_of(message: &Value) -> Value {
+    match &message["data"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+        other => other.clone(),
+    }
+}
+
+async fn join(c: &mut Client, socket_id: &str, channel: &str, user_id: &str) -> Value {
+    let channel_data = json!({"user_id": user_id, "user_info": {"name": format!("user {user_id}")}}).to_string();
+    let auth = make_auth(KEY, SECRET, &channel_auth_message(socket_id, channel, Some(&channel_data)));
+    c.send(
+        &json!({"event":"pusher:subscribe","data":{"channel": channel, "auth": auth, "channel_data": channel_data}})
+            .to_string(),
+    )
+    .await;
+    let reply = c.recv().await;
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded", "{reply}");
+    data_of(&reply)["presence"].clone()
+}
+
+/// Polls an API query on `server` until `check` holds (state in Redis is shared, not instant).
+async fn eventually(server: &TestServer, path: &str, extra: &[(&str, &str)], check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.api("GET", path, "", extra).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} never satisfied the check: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_reach_every_node_once_in_order_with_exclusion() {
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, b) = pair(&url, "").await;
+    let (mut on_a, _) = a.subscriber("orders").await;
+    let (mut on_b, b_id) = b.subscriber("orders").await;
+    for n in 0..50 {
+        assert_eq!(a.trigger("orders", "seq", &n.to_string()).await, 200);
+    }
+    for n in 0..50 {
+        assert_eq!(on_b.recv().await["data"], n.to_string(), "in publish order on the other node");
+        assert_eq!(on_a.recv().await["data"], n.to_string());
+    }
+    on_a.expect_silence(Duration::from_millis(200)).await;
+    on_b.expect_silence(Duration::from_millis(10)).await;
+
+    // socket_id exclusion crosses nodes: published on A, excluding a socket on B.
+    let body = json!({"name": "e", "channel": "orders", "data": "x", "socket_id": b_id}).to_string();
+    assert_eq!(a.api("POST", &format!("/apps/{APP_ID}/events"), &body, &[]).await.0, 200);
+    assert_eq!(on_a.recv().await["event"], "e");
+    on_b.expect_silence(Duration::from_millis(300)).await;
+
+    // Counts and channel lists are cluster-wide, from either node.
+    eventually(&b, &format!("/apps/{APP_ID}/channels/orders"), &[("info", "subscription_count")], |v| {
+        v["subscription_count"] == 2
+    })
+    .await;
+    eventually(&a, &format!("/apps/{APP_ID}/connections"), &[], |v| v["connections"] == 2).await;
+    eventually(&a, &format!("/apps/{APP_ID}/channels"), &[], |v| v == &json!({"channels": {"orders": {}}})).await;
+
+    // Client events and user termination cross nodes too.
+    let (mut sender, sender_id) = a.connect().await;
+    let (mut receiver, receiver_id) = b.connect().await;
+    for (c, id) in [(&mut sender, &sender_id), (&mut receiver, &receiver_id)] {
+        let auth = make_auth(KEY, SECRET, &channel_auth_message(id, "private-x", None));
+        c.send(&json!({"event":"pusher:subscribe","data":{"channel":"private-x","auth":auth}}).to_string()).await;
+        assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    }
+    sender.send(r#"{"event":"client-hi","channel":"private-x","data":{"from":"a"}}"#).await;
+    assert_eq!(receiver.recv().await["data"]["from"], "a");
+    let user = json!({"id": "77"}).to_string();
+    let auth = make_auth(KEY, SECRET, &herald::protocol::signature::signin_message(&receiver_id, &user));
+    receiver.send(&json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user}}).to_string()).await;
+    assert_eq!(receiver.recv().await["event"], "pusher:signin_success");
+    assert_eq!(a.trigger("#server-to-user-77", "notice", "via a").await, 200);
+    assert_eq!(receiver.recv().await["data"], "via a");
+    assert_eq!(a.api("POST", &format!("/apps/{APP_ID}/users/77/terminate_connections"), "{}", &[]).await.0, 200);
+    assert_eq!(receiver.closed_with().await, Some(4009));
+}
+
+#[tokio::test]
+async fn presence_is_cluster_wide_and_a_killed_node_s_members_are_removed() {
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, mut b) = pair(&url, "").await;
+    let (mut ann_a, ann_a_id) = a.connect().await;
+    assert_eq!(join(&mut ann_a, &ann_a_id, "presence-room", "1").await["count"], 1);
+
+    // The same user on the other node: one member, nobody told.
+    let (mut ann_b, ann_b_id) = b.connect().await;
+    let presence = join(&mut ann_b, &ann_b_id, "presence-room", "1").await;
+    assert_eq!(presence["count"], 1);
+    ann_a.expect_silence(Duration::from_millis(300)).await;
+
+    // A new user on B: announced once on A, listed from either node.
+    let (mut bob_b, bob_id) = b.connect().await;
+    let presence = join(&mut bob_b, &bob_id, "presence-room", "2").await;
+    assert_eq!(presence["count"], 2);
+    assert_eq!(presence["hash"]["1"]["name"], "user 1");
+    let added = ann_a.recv().await;
+    assert_eq!(added["event"], "pusher_internal:member_added");
+    assert_eq!(data_of(&added)["user_id"], "2");
+    assert_eq!(ann_b.recv().await["event"], "pusher_internal:member_added");
+    ann_a.expect_silence(Duration::from_millis(200)).await;
+    let users = eventually(&a, &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], |v| {
+        v["users"].as_array().is_some_and(|u| u.len() == 2)
+    })
+    .await;
+    assert_eq!(users, json!({"users": [{"id": "1"}, {"id": "2"}]}));
+    eventually(
+        &b,
+        &format!("/apps/{APP_ID}/channels/presence-room"),
+        &[("info", "user_count,subscription_count")],
+        |v| v == &json!({"occupied": true, "user_count": 2, "subscription_count": 3}),
+    )
+    .await;
+
+    // Node B dies without a goodbye: user 2 (only there) is removed cluster-wide, user 1 stays.
+    let killed = Instant::now();
+    let _ = b.output(); // SIGKILL
+    let removed = ann_a.next_text(Duration::from_secs(10)).await.expect("member_removed after the node died");
+    assert_eq!(removed["event"], "pusher_internal:member_removed", "{removed}");
+    assert_eq!(data_of(&removed)["user_id"], "2");
+    assert!(killed.elapsed() < Duration::from_secs(8), "bounded by the node timeout: {:?}", killed.elapsed());
+    ann_a.expect_silence(Duration::from_millis(500)).await;
+    eventually(&a, &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], |v| {
+        v == &json!({"users": [{"id": "1"}]})
+    })
+    .await;
+    eventually(&a, &format!("/apps/{APP_ID}/connections"), &[], |v| v["connections"] == 1).await;
+}
+
+#[tokio::test]
+async fn nodes_survive_a_redis_restart_and_resume_cross_node_delivery() {
+    let port = unused_port();
+    let mut redis = Redis::start(port, &[]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let (a, b) = pair(&url, "").await;
+    let (mut on_a, _) = a.subscriber("news").await;
+    let (mut on_b, _) = b.subscriber("news").await;
+    assert_eq!(a.trigger("news", "e", "before").await, 200);
+    assert_eq!(on_b.recv().await["data"], "before");
+    assert_eq!(on_a.recv().await["data"], "before");
+
+    redis.stop();
+    // Local traffic keeps flowing, and health says degraded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = a.raw_api("GET", "/up", "").await;
+        if health["health"] == "DEGRADED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/up never reported the outage: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.trigger("news", "e", "during").await, 200);
+    assert_eq!(on_a.recv().await["data"], "during");
+
+    let _redis = Redis::start(port, &[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, health) = a.raw_api("GET", "/up", "").await;
+        let (_, health_b) = b.raw_api("GET", "/up", "").await;
+        if health["health"] == "OK" && health_b["health"] == "OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never reconnected: {health} {health_b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.trigger("news", "e", "after").await, 200);
+    // B may or may not have seen "during" (it was down); it must see "after".
+    loop {
+        let m = on_b.recv().await;
+        if m["data"] == "after" {
+            break;
+        }
+        assert_eq!(m["data"], "during");
+    }
+    // State was rewritten into the new Redis: counts are right again.
+    eventually(&b, &format!("/apps/{APP_ID}/channels/news"), &[("info", "subscription_count")], |v| {
+        v["subscription_count"] == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhooks_fire_once_per_cluster() {
+    use std::sync::{Arc, Mutex};
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                sink.lock().unwrap().extend(v["events"].as_array().unwrap().iter().cloned());
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let hooks = format!("webhook_batch_ms = 20\nwebhook_delay_ms = 0\n[[apps.webhooks]]\nurl = \"{hook_url}\"\nevent_types = [\"channel_occupied\", \"channel_vacated\", \"member_added\", \"member_removed\"]\n");
+    let (a, b) = pair(&url, &hooks).await;
+    let (mut c_a, id_a) = a.connect().await;
+    join(&mut c_a, &id_a, "presence-hooked", "1").await;
+    let (mut c_b, id_b) = b.connect().await;
+    join(&mut c_b, &id_b, "presence-hooked", "1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(c_a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names = |v: &Vec<Value>| v.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&received.lock().unwrap()), ["channel_occupied", "member_added"], "one of each for the cluster");
+    drop(c_b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", received.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        names(&received.lock().unwrap()),
+        ["channel_occupied", "member_added", "member_removed", "channel_vacated"]
+    );
+}
+
+#[tokio::test]
+async fn works_with_a_redis_cluster() {
+    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let _nodes: Vec<Redis> = ports
+        .iter()
+        .map(|p| {
+            let conf = format!("nodes-{p}.conf");
+            Redis::start(
+                *p,
+                &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "2000"],
+            )
+        })
+        .collect();
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for p in &ports {
+        create.arg(format!("127.0.0.1:{p}"));
+    }
+    let out = create.args(["--cluster-replicas", "0", "--cluster-yes"]).output().expect("redis-cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Wait until the cluster agrees on its slots.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = Command::new("redis-cli").args(["-p", &ports[0].to_string(), "cluster", "info"]).output().unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis cluster never became ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let urls = ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let (a, b) = pair(&urls, "").await;
+    let (mut on_b, _) = b.subscriber("cluster-news").await;
+    assert_eq!(a.trigger("cluster-news", "e", "over the cluster").await, 200);
+    assert_eq!(on_b.recv().await["data"], "over the cluster");
+
+    let (mut p_a, p_a_id) = a.connect().await;
+    join(&mut p_a, &p_a_id, "presence-c", "1").await;
+    let (mut p_b, p_b_id) = b.connect().await;
+    assert_eq!(join(&mut p_b, &p_b_id, "presence-c", "2").await["count"], 2);
+    assert_eq!(data_of(&p_a.recv().await)["user_id"], "2");
+    eventually(&a, &format!("/apps/{APP_ID}/channels/cluster-news"), &[("info", "subscription_count")], |v| {
+        v["subscription_count"] == 1
+    })
+    .await;
+}
