@@ -10,6 +10,9 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Bench(args) => herald::bench::main(args),
+        Command::Connect(args) => herald::cli::connect::main(args),
+        Command::Trigger(args) => herald::cli::trigger::trigger_main(args),
+        Command::Channels(args) => herald::cli::trigger::channels_main(args),
         Command::Start(args) => {
             start::init_logging(args.debug, args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,6 +1,8 @@
 //! The command line: parses, then calls the layers below. Nothing here is needed by a library user.
 
+pub mod connect;
 pub mod start;
+pub mod trigger;
 
 use std::path::PathBuf;
 
@@ -21,6 +23,12 @@ pub enum Command {
     Config,
     /// Load generator: drive a server on this machine with a benchmark scenario and report.
     Bench(crate::bench::BenchArgs),
+    /// Interactive Pusher client for the terminal, like wscat (also driven from scripts through stdin).
+    Connect(connect::ConnectArgs),
+    /// Publish an event through the signed HTTP API (POST /apps/{id}/events).
+    Trigger(trigger::TriggerArgs),
+    /// List occupied channels through the signed HTTP API (GET /apps/{id}/channels).
+    Channels(trigger::ChannelsArgs),
 }
 
 #[derive(clap::Args)]
