@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod webhooks;

@@ -24,7 +24,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let dotenv = read_env_file(args.env_file.as_deref())?;
     let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
     let overrides = Overrides { host: args.host.clone(), port: args.port };
-    let config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    let mut config = Config::load(args.config.as_deref(), &env, &overrides)?;
+    if args.debug {
+        // reverb:start --debug shows everything; Herald also opens its dashboard and demo.
+        config.server.dashboard = true;
+        config.server.demo = true;
+    } else if config.server.dashboard && config.server.dashboard_password.is_none() {
+        anyhow::bail!("[server] dashboard = true needs dashboard_password (or run with --debug for development)");
+    }
+    crate::metrics::install();
     let shutdown = CancellationToken::new();
     let hub = if config.scaling.enabled {
         let settings = RedisSettings {
@@ -37,6 +45,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     } else {
         Hub::local(&config.apps)
     };
+    let hub = if config.server.dashboard { hub.with_feed() } else { hub };
     hub.spawn_background(shutdown.clone());
     let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
     let addr = server.local_addr()?;

@@ -47,6 +47,14 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Bytes a connection's outbound queue may hold before the client is dropped as a slow consumer.
     pub max_outbound_buffer: usize,
+    /// The live dashboard at `/dashboard`: on with `--debug`, or when set here. Needs
+    /// `dashboard_password` (HTTP Basic, any user name) unless `--debug`.
+    pub dashboard: bool,
+    pub dashboard_password: Option<String>,
+    /// The chat demo at `/demo` (with its own auth endpoint): on with `--debug`, or when set here.
+    pub demo: bool,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     /// A WebSocket echo endpoint for conformance runs (Autobahn TestSuite), e.g. "/echo"; off when absent.
     pub echo_path: Option<String>,
     pub tls: Option<TlsConfig>,
@@ -62,6 +70,10 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             max_outbound_buffer: 4 * 1024 * 1024,
             echo_path: None,
+            metrics_token: None,
+            dashboard: false,
+            dashboard_password: None,
+            demo: false,
             tls: None,
         }
     }

@@ -23,7 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(e) => {
-                self.out.push(Frame::error(ErrorCode::Generic, &e.to_string()));
+                self.send_error(ErrorCode::Generic, &e.to_string());
                 return;
             }
         };
@@ -40,13 +40,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             ClientMessage::ClientEvent { event, channel, data } => {
                 if let Err(message) = self.client_event(&event, &channel, data).await {
-                    self.out.push(Frame::error(ErrorCode::ClientEventRejected, message));
+                    self.send_error(ErrorCode::ClientEventRejected, message);
                 }
             }
             ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data),
             ClientMessage::Unknown { event } => {
                 let shown: String = event.chars().take(64).collect();
-                self.out.push(Frame::error(ErrorCode::Generic, &format!("Unknown event {shown:?}")));
+                self.send_error(ErrorCode::Generic, &format!("Unknown event {shown:?}"));
             }
         }
     }
@@ -107,13 +107,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn signin(&mut self, auth: &str, user_data: &str) {
         let message = signin_message(&self.socket_id.to_string(), user_data);
         if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
-            self.out.push(Frame::error(ErrorCode::Unauthorized, "Invalid signature for pusher:signin"));
+            self.send_error(ErrorCode::Unauthorized, "Invalid signature for pusher:signin");
             return;
         }
         let user_id = match signin_user_id(user_data) {
             Ok(id) => id,
             Err(e) => {
-                self.out.push(Frame::error(ErrorCode::Unauthorized, &e.to_string()));
+                self.send_error(ErrorCode::Unauthorized, &e.to_string());
                 return;
             }
         };
@@ -126,6 +126,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.channels.insert(format!("{USER_CHANNEL_PREFIX}{user_id}"), None);
         self.user_id = Some(user_id);
         self.out.push(Frame::signin_success(user_data));
+    }
+
+    /// Sends `pusher:error` (the connection stays open), counted by code.
+    pub(super) fn send_error(&self, code: ErrorCode, message: &str) {
+        crate::metrics::error_sent(code.code());
+        self.out.push(Frame::error(code, message));
     }
 
     /// Relays a `client-*` event to the channel's other subscribers.

@@ -98,6 +98,8 @@ pub async fn serve<S>(
     let app_id = app.id.clone();
     async move {
         debug!("connected");
+        crate::metrics::connection_opened(&app.id);
+        hub.feed.record(&app.id, "connection", None, Some(socket_id.to_string()), "");
         let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
         let overflow = rx.overflow_signal();
         out.push(Frame::connection_established(socket_id, app.activity_timeout));
@@ -118,6 +120,7 @@ pub async fn serve<S>(
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
+        hub.feed.record(&app_id, "disconnection", None, Some(socket_id.to_string()), &format!("{exit:?}"));
         conn.leave_all_channels().await;
         goodbye(conn.ws, exit).await;
         hub.connection_closed(&app_id).await;
@@ -206,6 +209,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 incoming = self.ws.next() => {
                     self.liveness.saw_activity(Instant::now());
+                    if let Some(Ok(message)) = &incoming {
+                        crate::metrics::received(message.len());
+                    }
                     let exit = match incoming {
                         None => Some(Exit::Gone),
                         Some(Ok(message)) => self.on_message(message).await,
@@ -240,6 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let overflow = self.overflow.clone();
         let ws = &mut self.ws;
         let mut bytes = 0;
+        let messages = batch.len();
         let write = async {
             for item in batch.drain(..) {
                 let message = match item {
@@ -266,6 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             _ = overflow.wait() => Err(Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into())),
             _ = tokio::time::sleep(write_timeout) => Err(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
         };
+        crate::metrics::sent(messages, bytes);
         batch.clear();
         self.rx.sent(bytes);
         result
@@ -292,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 None
             }
             Message::Binary(_) => {
-                self.out.push(Frame::error(ErrorCode::Generic, "Binary messages are not supported"));
+                self.send_error(ErrorCode::Generic, "Binary messages are not supported");
                 None
             }
             // tungstenite queued the pong; send it now rather than with the next event.
@@ -324,7 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if limits.terminate {
             return Err(Some(Exit::Pusher(ErrorCode::ClientEventRejected, "Rate limit exceeded".into())));
         }
-        self.out.push(Frame::error(ErrorCode::ClientEventRejected, "Rate limit exceeded"));
+        self.send_error(ErrorCode::ClientEventRejected, "Rate limit exceeded");
         Err(None)
     }
 
@@ -348,6 +356,17 @@ fn exit_for_read_error(e: WsError) -> Exit {
 
 /// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
 async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStream<S>, exit: Exit) {
+    match &exit {
+        Exit::Gone => crate::metrics::disconnected(None),
+        Exit::Pusher(code, _) => {
+            if *code == ErrorCode::OverCapacity {
+                crate::metrics::slow_consumer_dropped();
+            }
+            crate::metrics::error_sent(code.code());
+            crate::metrics::disconnected(Some(code.code()));
+        }
+        Exit::Protocol(code, _) => crate::metrics::disconnected(Some(u16::from(*code))),
+    }
     let farewell = async {
         let close = match exit {
             Exit::Gone => return,

@@ -4,6 +4,7 @@
 //! subscribe; publishers hand it an event. A publish is serialised once into a [`Frame`] and passed
 //! to the adapter, which delivers it on every node (see [`crate::adapter`]).
 
+pub mod feed;
 pub mod outbound;
 pub mod registry;
 
@@ -44,6 +45,8 @@ pub struct Hub {
     webhooks: Webhooks,
     node: u32,
     next_seq: AtomicU64,
+    /// Recent activity for the dashboard (recording is off unless the dashboard is on).
+    pub feed: feed::Feed,
 }
 
 impl Hub {
@@ -96,7 +99,16 @@ impl Hub {
             webhooks,
             node,
             next_seq: AtomicU64::new(1),
+            feed: feed::Feed::new(false),
         })
+    }
+
+    /// Turns on the activity feed (for the dashboard). Call before sharing the hub.
+    pub fn with_feed(mut self: Arc<Self>) -> Arc<Self> {
+        if let Some(hub) = Arc::get_mut(&mut self) {
+            hub.feed = feed::Feed::new(true);
+        }
+        self
     }
 
     pub fn app_by_id(&self, id: &str) -> Option<&App> {
@@ -190,6 +202,7 @@ impl Hub {
         };
         if subscribed.new {
             self.adapter.subscription_changed(&app.id, name, 1).await;
+            self.feed.record(&app.id, "subscribed", Some(name), Some(out.socket_id().to_string()), "");
         }
         if subscribed.occupied && self.adapter.occupied(&app.id, name).await {
             self.webhooks.emit(&app.id, WebhookEvent::ChannelOccupied { channel: name.to_owned() });
@@ -214,6 +227,7 @@ impl Hub {
             return;
         }
         self.adapter.subscription_changed(app_id, channel, -1).await;
+        self.feed.record(app_id, "unsubscribed", Some(channel), Some(socket_id.to_string()), "");
         if let Some(user_id) = left.last_local_socket_of {
             if self.adapter.presence_leave(app_id, channel, &user_id).await {
                 let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(&user_id));
@@ -230,6 +244,7 @@ impl Hub {
     /// Counts a new connection against the app's quota (this node's); false when full.
     pub async fn connection_opened(&self, app: &AppConfig) -> bool {
         if !self.registry.try_add_connection(&app.id, app.max_connections) {
+            self.feed.record(&app.id, "refused", None, None, "over the connection quota (4004)");
             return false;
         }
         self.adapter.connection_changed(&app.id, 1).await;
@@ -285,6 +300,15 @@ impl Hub {
 
     /// Publishes a ready frame on every node.
     pub async fn publish(&self, broadcast: Broadcast) -> usize {
-        self.adapter.publish(broadcast).await
+        if self.feed.enabled() {
+            let kind =
+                if broadcast.frame.as_str().contains("\"event\":\"client-") { "client_event" } else { "message" };
+            let except = broadcast.except.map(|s| s.to_string());
+            self.feed.record(&broadcast.app_id, kind, Some(&broadcast.channel), except, broadcast.frame.as_str());
+        }
+        let started = std::time::Instant::now();
+        let delivered = self.adapter.publish(broadcast).await;
+        crate::metrics::published(delivered, started.elapsed().as_secs_f64());
+        delivered
     }
 }

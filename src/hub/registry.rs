@@ -272,6 +272,11 @@ impl Registry {
         }
     }
 
+    /// This node's open connections of an app.
+    pub fn connection_count_local(&self, app_id: &str) -> usize {
+        self.apps.get(app_id).map_or(0, |a| a.connections.load(Ordering::Acquire))
+    }
+
     /// Total subscriptions of every app (proves nothing leaks).
     pub fn total_subscriptions(&self) -> usize {
         self.apps.values().map(|a| a.channels.iter().map(|c| c.subscribers.len()).sum::<usize>()).sum()

@@ -25,7 +25,32 @@ pub fn router(state: AppState) -> Router {
     if let Some(echo) = &state.config.server.echo_path {
         routes = routes.route(echo, get(websocket::echo));
     }
-    routes.fallback(not_found).with_state(state)
+    routes
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// Prometheus metrics; with `[server] metrics_token`, only for `Authorization: Bearer <token>`.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.config.server.metrics_token {
+        let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let expected = format!("Bearer {token}");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "metrics need Authorization: Bearer <token>"})))
+                .into_response();
+        }
+    }
+    let body = crate::metrics::render(&state.hub).await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Counts HTTP requests by status (the WebSocket upgrades too, as 101).
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    crate::metrics::http_request(response.status().as_u16());
+    response
 }
 
 /// Unsigned health check for load balancers. A node that cannot reach Redis still serves its own

@@ -1,0 +1,80 @@
+//! Prometheus metrics at `GET /metrics`.
+//!
+//! Counters are recorded where things happen, at most once per batch on the hot path (a write of
+//! many frames counts them in one call); gauges that are cheaper to read than to maintain
+//! (connections, subscriptions, channels, adapter health, webhook totals) are read at scrape time.
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::hub::Hub;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once). Without it, recording is a no-op.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &buckets)
+            .and_then(|b| b.install_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+    });
+}
+
+/// The text exposition, with scrape-time gauges refreshed first.
+pub async fn render(hub: &Hub) -> String {
+    for app in hub.apps() {
+        let id = app.id.clone();
+        gauge!("herald_connections", "app" => id.clone()).set(hub.registry().connection_count_local(&app.id) as f64);
+    }
+    gauge!("herald_subscriptions").set(hub.registry().total_subscriptions() as f64);
+    gauge!("herald_channels").set(hub.registry().total_channels() as f64);
+    gauge!("herald_adapter_healthy").set(if hub.healthy() { 1.0 } else { 0.0 });
+    let stats = &hub.webhooks().stats;
+    counter!("herald_webhook_deliveries_total").absolute(stats.delivered.load(Ordering::Relaxed));
+    counter!("herald_webhook_failed_attempts_total").absolute(stats.failed_attempts.load(Ordering::Relaxed));
+    counter!("herald_webhook_given_up_total").absolute(stats.given_up.load(Ordering::Relaxed));
+    counter!("herald_webhook_dropped_total").absolute(stats.dropped.load(Ordering::Relaxed));
+    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+pub fn connection_opened(app_id: &str) {
+    counter!("herald_connections_total", "app" => app_id.to_owned()).increment(1);
+}
+
+pub fn disconnected(code: Option<u16>) {
+    let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    counter!("herald_disconnects_total", "code" => code).increment(1);
+}
+
+pub fn error_sent(code: u16) {
+    counter!("herald_errors_total", "code" => code.to_string()).increment(1);
+}
+
+pub fn slow_consumer_dropped() {
+    counter!("herald_slow_consumer_disconnects_total").increment(1);
+}
+
+pub fn received(bytes: usize) {
+    counter!("herald_messages_received_total").increment(1);
+    counter!("herald_bytes_received_total").increment(bytes as u64);
+}
+
+pub fn sent(messages: usize, bytes: usize) {
+    counter!("herald_messages_sent_total").increment(messages as u64);
+    counter!("herald_bytes_sent_total").increment(bytes as u64);
+}
+
+pub fn http_request(status: u16) {
+    counter!("herald_http_requests_total", "status" => status.to_string()).increment(1);
+}
+
+pub fn published(deliveries: usize, seconds: f64) {
+    counter!("herald_events_published_total").increment(1);
+    counter!("herald_deliveries_total").increment(deliveries as u64);
+    histogram!("herald_fanout_seconds").record(seconds);
+}

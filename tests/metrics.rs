@@ -1,0 +1,82 @@
+//! `/metrics` counts what actually happened.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+
+/// Parses the Prometheus text format into `name{labels}` -> value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("http://127.0.0.1:{}/metrics", server.port));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_match_known_traffic() {
+    let server = TestServer::start("", "").await;
+    let (mut a, _) = server.subscriber("metered").await;
+    let (mut b, _) = server.subscriber("metered").await;
+    for n in 0..3 {
+        assert_eq!(server.trigger("metered", "e", &n.to_string()).await, 200);
+    }
+    for _ in 0..3 {
+        a.recv().await;
+        b.recv().await;
+    }
+    let (status, _) = server.api_as(KEY, "wrong", "GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+    assert_eq!(status, 401);
+    a.send("not json").await;
+    assert_eq!(a.recv().await["event"], "pusher:error");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (status, text) = scrape(&server, None).await;
+    assert_eq!(status, 200);
+    let m = parse(&text);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing from:\n{text}"));
+    assert_eq!(get(&format!("herald_connections{{app=\"{APP_ID}\"}}")), 2.0);
+    assert_eq!(get(&format!("herald_connections_total{{app=\"{APP_ID}\"}}")), 2.0);
+    assert_eq!(get("herald_subscriptions"), 2.0);
+    assert_eq!(get("herald_channels"), 1.0);
+    assert_eq!(get("herald_events_published_total"), 3.0);
+    assert_eq!(get("herald_deliveries_total"), 6.0);
+    assert_eq!(get("herald_http_requests_total{status=\"401\"}"), 1.0);
+    assert!(get("herald_http_requests_total{status=\"200\"}") >= 3.0);
+    assert_eq!(get("herald_errors_total{code=\"4200\"}"), 1.0);
+    // Each client: connection_established + subscription_succeeded + 3 events (+ the error for a).
+    assert_eq!(get("herald_messages_sent_total"), 11.0);
+    assert_eq!(get("herald_messages_received_total"), 3.0, "two subscribes and one bad message");
+    assert_eq!(get("herald_adapter_healthy"), 1.0);
+    assert!(get("herald_fanout_seconds_count") >= 3.0);
+
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = parse(&scrape(&server, None).await.1);
+    assert_eq!(m[&format!("herald_connections{{app=\"{APP_ID}\"}}")], 1.0);
+    assert_eq!(m["herald_subscriptions"], 1.0);
+}
+
+#[tokio::test]
+async fn a_metrics_token_guards_the_endpoint() {
+    let server = TestServer::start("metrics_token = \"s3cret\"", "").await;
+    assert_eq!(scrape(&server, None).await.0, 401);
+    assert_eq!(scrape(&server, Some("wrong")).await.0, 401);
+    let (status, text) = scrape(&server, Some("s3cret")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("herald_adapter_healthy"), "{text}");
+}
