@@ -135,6 +135,12 @@ pub struct AppConfig {
     pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Key for the plain endpoint's HS256 tokens; the app secret when absent.
+    #[serde(default)]
+    pub jwt_secret: Option<String>,
+    /// Accept the plain endpoint's token as `?token=` (off: URLs leak into proxy logs).
+    #[serde(default)]
+    pub plain_query_token: bool,
     /// Webhook events are batched over this window, in milliseconds.
     #[serde(default = "defaults::webhook_batch_ms")]
     pub webhook_batch_ms: u64,
@@ -165,6 +171,8 @@ impl AppConfig {
             api_rate_limit: defaults::api_rate_limit(),
             rate_limiting: RateLimiting::default(),
             webhooks: Vec::new(),
+            jwt_secret: None,
+            plain_query_token: false,
             webhook_batch_ms: defaults::webhook_batch_ms(),
             webhook_delay_ms: defaults::webhook_delay_ms(),
         }

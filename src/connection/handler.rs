@@ -174,3 +174,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Ok(())
     }
 }
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// A plain client's message: validated, then delivered to the room's other members with the
+    /// sender's id and the server's time. Bad messages get `herald:error` and reach nobody.
+    pub(super) async fn on_plain_text(&mut self, text: &str) {
+        let super::Mode::Plain { channel, user_id } = &self.mode else { return };
+        let message = match crate::protocol::plain::PlainMessage::parse(text) {
+            Ok(message) => message,
+            Err(e) => {
+                self.out.push(Frame::plain_error(&e.to_string()));
+                return;
+            }
+        };
+        if let Some(per_second) = NonZeroU32::new(self.app.client_event_rate_limit) {
+            let limiter =
+                self.client_event_limiter.get_or_insert_with(|| RateLimiter::direct(Quota::per_second(per_second)));
+            if limiter.check().is_err() {
+                self.out.push(Frame::plain_error("Rate limit exceeded"));
+                return;
+            }
+        }
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let frame = Frame::plain_message(channel, &message, user_id, ts);
+        let broadcast =
+            Broadcast { app_id: self.app.id.clone(), channel: channel.clone(), frame, except: Some(self.socket_id) };
+        self.hub.publish(broadcast).await;
+    }
+}

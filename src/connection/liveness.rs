@@ -19,6 +19,8 @@ pub struct Liveness {
     ping_sent_at: Option<Instant>,
     ping_interval: Duration,
     pong_timeout: Duration,
+    /// Plain clients get WebSocket pings only (no `pusher:ping` JSON).
+    websocket_only: bool,
 }
 
 impl Liveness {
@@ -28,7 +30,13 @@ impl Liveness {
             ping_sent_at: None,
             ping_interval: Duration::from_secs(app.ping_interval),
             pong_timeout: Duration::from_secs(app.activity_timeout),
+            websocket_only: false,
         }
+    }
+
+    pub fn websocket_pings_only(mut self) -> Self {
+        self.websocket_only = true;
+        self
     }
 
     /// Any frame from the client counts.
@@ -54,7 +62,9 @@ impl Liveness {
             return Ok(());
         }
         if now >= self.last_activity + self.ping_interval {
-            out.push(Frame::ping());
+            if !self.websocket_only {
+                out.push(Frame::ping());
+            }
             out.ping();
             self.ping_sent_at = Some(now);
         }

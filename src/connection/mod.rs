@@ -59,6 +59,8 @@ enum Exit {
     Pusher(ErrorCode, String),
     /// Close with an RFC 6455 code (protocol violation, invalid UTF-8, message too big).
     Protocol(CloseCode, &'static str),
+    /// Close with 1008 (policy violation): the plain endpoint's refusals.
+    Policy(&'static str),
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -116,7 +118,7 @@ pub async fn serve<S>(
             user_id: None,
             client_event_limiter: None,
             message_limiter: None,
-            echo: false,
+            mode: Mode::Pusher,
         };
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
@@ -155,10 +157,131 @@ where
         user_id: None,
         client_event_limiter: None,
         message_limiter: None,
-        echo: true,
+        mode: Mode::Echo,
     };
     let exit = conn.run(&shutdown).await;
     goodbye(conn.ws, exit).await;
+}
+
+/// Which endpoint a connection serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// The Pusher protocol.
+    Pusher,
+    /// The conformance echo endpoint: every message goes back as it came.
+    Echo,
+    /// The plain endpoint: one room, JSON `{type, payload}` messages, WebSocket pings only.
+    Plain { channel: String, user_id: String },
+}
+
+/// How long a plain client without a handshake token has to send `{"type":"auth","token":...}`.
+pub const PLAIN_AUTH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Who a plain client is, if it authenticated at the handshake.
+pub struct PlainHandshake {
+    pub app: App,
+    pub room: String,
+    pub channel: String,
+    /// From the handshake's token; `None` means the first message must authenticate.
+    pub user_id: Option<String>,
+}
+
+/// Serves a plain WebSocket client (no Pusher library) in one room.
+pub async fn serve_plain<S>(
+    mut ws: WebSocketStream<S>,
+    hub: Arc<Hub>,
+    handshake: PlainHandshake,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let PlainHandshake { app, room, channel, user_id } = handshake;
+    let user_id = match user_id {
+        Some(user) => user,
+        None => match first_message_auth(&mut ws, &app, &room).await {
+            Ok(user) => user,
+            Err(reason) => return goodbye(ws, Exit::Policy(reason)).await,
+        },
+    };
+    if !hub.connection_opened(&app).await {
+        return goodbye(ws, Exit::Policy("Over the app's connection quota")).await;
+    }
+    let socket_id = hub.next_socket_id();
+    let span = info_span!("plain", app_id = %app.id, socket_id = %socket_id);
+    let app_id = app.id.clone();
+    async move {
+        crate::metrics::connection_opened(&app.id);
+        let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
+        let overflow = rx.overflow_signal();
+        let mut plain_app = (*app).clone();
+        // Plain clients answer WebSocket pings, not pusher:ping: only those are sent.
+        plain_app.activity_timeout = app.activity_timeout.max(1);
+        let mut conn = Connection {
+            liveness: Liveness::new(Instant::now(), &plain_app).websocket_pings_only(),
+            ws,
+            hub: hub.clone(),
+            app: app.clone(),
+            socket_id,
+            out,
+            rx,
+            overflow,
+            channels: HashMap::new(),
+            user_id: None,
+            client_event_limiter: None,
+            message_limiter: None,
+            mode: Mode::Plain { channel: channel.clone(), user_id: user_id.clone() },
+        };
+        let name = crate::protocol::ChannelName::parse(&channel);
+        let joined = Frame::plain_joined(&channel, &room, &user_id, &socket_id.to_string());
+        if let Ok(name) = name {
+            // The join confirmation is queued by the registry, under the room's lock.
+            if hub.subscribe_confirmed(&app, &name, &conn.out, None, Some(joined)).await.is_ok() {
+                conn.channels.insert(channel.clone(), None);
+            }
+        }
+        let exit = conn.run(&shutdown).await;
+        conn.leave_all_channels().await;
+        goodbye(conn.ws, exit).await;
+        hub.connection_closed(&app_id).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Waits (bounded) for `{"type":"auth","token":"..."}` and verifies it.
+async fn first_message_auth<S>(ws: &mut WebSocketStream<S>, app: &App, room: &str) -> Result<String, &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        #[serde(rename = "type")]
+        kind: String,
+        token: String,
+    }
+    let first = tokio::time::timeout(PLAIN_AUTH_DEADLINE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .map_err(|_| "Authentication required: send {\"type\":\"auth\",\"token\":\"...\"} first")?
+    .ok_or("Authentication required")?;
+    let auth: Auth = serde_json::from_str(first.as_str()).map_err(|_| "Authentication required")?;
+    if auth.kind != "auth" {
+        return Err("Authentication required");
+    }
+    let secret = app.jwt_secret.as_deref().unwrap_or(&app.secret);
+    crate::protocol::token::verify(&auth.token, secret, room).map(|c| c.sub).map_err(|e| match e {
+        crate::protocol::token::TokenError::Expired => "Token expired",
+        crate::protocol::token::TokenError::WrongRoom => "Token not valid for this room",
+        crate::protocol::token::TokenError::Invalid => "Invalid token",
+    })
 }
 
 /// Protocol versions 5-7 are in use (pysher still sends 6).
@@ -190,8 +313,8 @@ struct Connection<S> {
     client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Reverb-style limit on every message, when the app enables it; built on the first message.
     message_limiter: Option<governor::DefaultDirectRateLimiter>,
-    /// The conformance echo endpoint: every message goes back as it came.
-    echo: bool,
+    /// Which endpoint the socket came in on.
+    mode: Mode,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -282,14 +405,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Handles one inbound WebSocket message; `Some` ends the connection.
     async fn on_message(&mut self, message: Message) -> Option<Exit> {
         match message {
-            Message::Text(text) if self.echo => {
+            Message::Text(text) if self.mode == Mode::Echo => {
                 if let Some(frame) = Frame::from_text_bytes(text.into()) {
                     self.out.push(frame);
                 }
                 None
             }
-            Message::Binary(data) if self.echo => {
+            Message::Binary(data) if self.mode == Mode::Echo => {
                 self.out.push_binary(data);
+                None
+            }
+            Message::Text(text) if matches!(self.mode, Mode::Plain { .. }) => {
+                self.on_plain_text(text.as_str()).await;
+                None
+            }
+            Message::Binary(_) if matches!(self.mode, Mode::Plain { .. }) => {
+                self.out.push(Frame::plain_error("Binary messages are not supported: send JSON text"));
                 None
             }
             Message::Text(text) => {
@@ -366,6 +497,7 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStre
             crate::metrics::disconnected(Some(code.code()));
         }
         Exit::Protocol(code, _) => crate::metrics::disconnected(Some(u16::from(*code))),
+        Exit::Policy(_) => crate::metrics::disconnected(Some(1008)),
     }
     let farewell = async {
         let close = match exit {
@@ -379,6 +511,7 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStre
                 CloseFrame { code: CloseCode::from(code.code()), reason: Utf8Bytes::from(message) }
             }
             Exit::Protocol(code, reason) => CloseFrame { code, reason: Utf8Bytes::from_static(reason) },
+            Exit::Policy(reason) => CloseFrame { code: CloseCode::Policy, reason: Utf8Bytes::from_static(reason) },
         };
         if ws.send(Message::Close(Some(close))).await.is_err() {
             return;

@@ -173,6 +173,19 @@ impl Hub {
         out: &Outbound,
         member: Option<&MemberData>,
     ) -> Result<Subscribed, SubscribeError> {
+        self.subscribe_confirmed(app, channel, out, member, None).await
+    }
+
+    /// As [`Hub::subscribe`], confirming with `confirmation` instead of `subscription_succeeded`
+    /// (the plain endpoint's `herald:joined`).
+    pub async fn subscribe_confirmed(
+        &self,
+        app: &AppConfig,
+        channel: &ChannelName<'_>,
+        out: &Outbound,
+        member: Option<&MemberData>,
+        confirmation: Option<Frame>,
+    ) -> Result<Subscribed, SubscribeError> {
         let name = channel.name;
         let mut announce = false;
         let succeeded = match member {
@@ -197,7 +210,8 @@ impl Hub {
             }
         };
         let user_id = member.map(|m| m.user_id.as_str());
-        let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, &succeeded, user_id) else {
+        let confirmation = confirmation.unwrap_or_else(|| Frame::subscription_succeeded(name, &succeeded));
+        let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, confirmation, user_id) else {
             return Err(SubscribeError::UnknownApp);
         };
         if subscribed.new {

@@ -128,15 +128,16 @@ impl Registry {
         false
     }
 
-    /// Adds a subscriber and, under the channel's lock, queues `subscription_succeeded` with
-    /// `succeeded_data` (the member list on presence channels) and, on cache channels, the cached
-    /// event (or `pusher:cache_miss`), so neither can be overtaken by the channel's next event.
+    /// Adds a subscriber and, under the channel's lock, queues `confirmation` (normally
+    /// `subscription_succeeded`, with the member list on presence channels) and, on cache channels,
+    /// the cached event (or `pusher:cache_miss`), so neither can be overtaken by the channel's next
+    /// event.
     pub fn subscribe(
         &self,
         app_id: &str,
         channel: &ChannelName<'_>,
         out: &Outbound,
-        succeeded_data: &str,
+        confirmation: Frame,
         user_id: Option<&str>,
     ) -> Option<Subscribed> {
         let app = self.apps.get(app_id)?;
@@ -150,7 +151,7 @@ impl Registry {
             // Subscribing again: this subscription's user count replaces the earlier one.
             Self::release_user(&mut entry, &old_user);
         }
-        out.push(Frame::subscription_succeeded(name, succeeded_data));
+        out.push(confirmation);
         let mut cache_miss = false;
         if channel.cache {
             match app.cache.get(name).filter(|c| c.1.elapsed() < CACHE_TTL) {
@@ -375,9 +376,9 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
-        let s1 = reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
+        let s1 = reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         assert!(s1.new && s1.occupied);
-        let s2 = reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
+        let s2 = reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         assert!(s2.new && !s2.occupied);
         let frame = Frame::event("e", "c", "d");
         let b = Broadcast { app_id: "a".into(), channel: "c".into(), frame: frame.clone(), except: Some(sid(1)) };
@@ -397,8 +398,8 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
-        reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
+        reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         assert_eq!(reg.subscription_count("a", "c"), 2);
         assert_eq!(
             reg.unsubscribe("a", "c", sid(1)),
@@ -417,8 +418,10 @@ mod tests {
         assert!(!reg.add_local_user("a", "presence-r", "ann"), "second tab");
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("presence-r"), &o1, "{}", Some("ann")).unwrap();
-        reg.subscribe("a", &chan("presence-r"), &o2, "{}", Some("ann")).unwrap();
+        reg.subscribe("a", &chan("presence-r"), &o1, Frame::subscription_succeeded("presence-r", "{}"), Some("ann"))
+            .unwrap();
+        reg.subscribe("a", &chan("presence-r"), &o2, Frame::subscription_succeeded("presence-r", "{}"), Some("ann"))
+            .unwrap();
         assert_eq!(reg.unsubscribe("a", "presence-r", sid(1)).unwrap().last_local_socket_of, None);
         let left = reg.unsubscribe("a", "presence-r", sid(2)).unwrap();
         assert_eq!(left.last_local_socket_of.as_deref(), Some("ann"));
@@ -434,7 +437,7 @@ mod tests {
     async fn cache_channels_replay_the_last_event_or_say_miss() {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
-        reg.subscribe("a", &chan("cache-prices"), &o1, "{}", None).unwrap();
+        reg.subscribe("a", &chan("cache-prices"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         let saw = drain(&mut r1).await;
         assert_eq!(saw[1]["event"], "pusher:cache_miss");
         for price in ["1", "2"] {
@@ -442,7 +445,7 @@ mod tests {
             reg.deliver(&Broadcast { app_id: "a".into(), channel: "cache-prices".into(), frame, except: None });
         }
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("cache-prices"), &o2, "{}", None).unwrap();
+        reg.subscribe("a", &chan("cache-prices"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         let saw = drain(&mut r2).await;
         assert_eq!(saw[0]["event"], "pusher_internal:subscription_succeeded");
         assert_eq!(saw[1]["data"], "2", "the last event, right after the confirmation");
@@ -456,8 +459,8 @@ mod tests {
         let reg = Registry::new([("a", true)]);
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.subscribe("a", &chan("c"), &o1, "{}", None).unwrap();
-        reg.subscribe("a", &chan("c"), &o2, "{}", None).unwrap();
+        reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         drain(&mut r1).await;
         assert_eq!(reg.flush_subscription_counts(), vec![("a".into(), "c".into(), 2)], "two changes, one message");
         let saw = drain(&mut r1).await;

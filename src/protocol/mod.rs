@@ -9,9 +9,11 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod origin;
+pub mod plain;
 pub mod presence;
 pub mod signature;
 pub mod socket_id;
+pub mod token;
 
 pub use channel::{ChannelKind, ChannelName};
 pub use error::ErrorCode;

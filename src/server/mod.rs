@@ -5,6 +5,7 @@
 //! connection is upgraded no HTTP machinery sits between the socket and the connection task.
 
 pub mod http_api;
+mod plain;
 mod routes;
 mod tls;
 mod websocket;

@@ -19,16 +19,17 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use super::AppState;
-use crate::connection::{self, Handshake, Limits};
+use crate::connection::{self, Handshake, Limits, PlainHandshake};
 use crate::protocol::signature::decode_query;
 
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
 const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
 
 /// What an upgraded socket is for.
-enum Endpoint {
+pub(super) enum Endpoint {
     Pusher(Handshake),
     Echo,
+    Plain(PlainHandshake),
 }
 
 /// `GET {path}/app/{key}`: the Pusher endpoint.
@@ -39,23 +40,24 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, req
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let endpoint = Endpoint::Pusher(Handshake { app_key: key, protocol, origin });
-    accept(state, request, websocket_config(max_message_size), limits, endpoint)
+    accept(state, request, websocket_config(max_message_size), limits, endpoint, None)
 }
 
 /// `GET {echo_path}`: the conformance echo endpoint (Autobahn's large-message cases need 16 MiB).
 pub async fn echo(State(state): State<AppState>, request: Request) -> Response {
     const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024;
     let limits = Limits { max_outbound_buffer: 4 * ECHO_MAX_MESSAGE };
-    accept(state, request, websocket_config(ECHO_MAX_MESSAGE), limits, Endpoint::Echo)
+    accept(state, request, websocket_config(ECHO_MAX_MESSAGE), limits, Endpoint::Echo, None)
 }
 
 /// Checks the handshake, answers `101`, and hands the upgraded stream to its connection task.
-fn accept(
+pub(super) fn accept(
     state: AppState,
     mut request: Request,
     ws_config: WebSocketConfig,
     limits: Limits,
     endpoint: Endpoint,
+    subprotocol: Option<HeaderValue>,
 ) -> Response {
     let headers = request.headers();
     if !is_websocket_upgrade(headers) {
@@ -117,6 +119,9 @@ fn accept(
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(protocol) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     response
 }
 
@@ -128,13 +133,14 @@ where
     match endpoint {
         Endpoint::Pusher(handshake) => connection::serve(ws, hub, handshake, limits, shutdown).await,
         Endpoint::Echo => connection::serve_echo(ws, hub, limits, shutdown).await,
+        Endpoint::Plain(handshake) => connection::serve_plain(ws, hub, handshake, limits, shutdown).await,
     }
 }
 
 /// Small read buffer: most Pusher messages are tiny and idle connections should cost little.
 /// Frames accumulate in the write buffer until the connection's explicit flush (one syscall per
 /// batch); the outbound queue, not this buffer, is what bounds a slow reader.
-fn websocket_config(max_message_size: usize) -> WebSocketConfig {
+pub(super) fn websocket_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(64 * 1024)
