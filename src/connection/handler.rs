@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use governor::{Quota, RateLimiter};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
 use super::{Connection, MAX_CHANNELS_PER_CONNECTION};
 use crate::adapter::Broadcast;
@@ -23,10 +24,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(e) => {
+                debug!(error = %e, "received a malformed message");
                 self.send_error(ErrorCode::Generic, &e.to_string());
                 return;
             }
         };
+        // What arrived, without the auth signatures a subscribe or sign-in carries.
+        match &message {
+            ClientMessage::Subscribe(s) => debug!(channel = %s.channel, "received pusher:subscribe"),
+            ClientMessage::Signin { .. } => debug!("received pusher:signin"),
+            ClientMessage::ClientEvent { event, channel, data } => {
+                debug!(%event, %channel, data = data.map(|d| d.get()).unwrap_or(""), "received a client event")
+            }
+            ClientMessage::Unsubscribe { channel } => debug!(%channel, "received pusher:unsubscribe"),
+            ClientMessage::Ping | ClientMessage::Pong => debug!("received a ping/pong"),
+            ClientMessage::Unknown { event } => debug!(%event, "received an unknown event"),
+        }
         match message {
             ClientMessage::Ping => {
                 self.out.push(Frame::pong());

@@ -375,6 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let message = match item {
                     Outgoing::Frame(frame) => {
                         bytes += frame.len();
+                        debug!(frame = frame.as_str(), "sent");
                         match Utf8Bytes::try_from(frame.into_bytes()) {
                             Ok(text) => Message::Text(text),
                             Err(_) => continue,
