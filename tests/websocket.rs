@@ -446,3 +446,43 @@ async fn debug_logs_carry_ids_but_no_secrets_signatures_or_query_strings() {
         assert!(!logs.contains(secret), "{secret:?} leaked into the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn stalled_readers_cannot_grow_the_server_s_memory() {
+    let server = TestServer::start("max_outbound_buffer = 262144", "").await;
+    let (mut reader, _) = server.subscriber("flood").await;
+    // Twenty clients that subscribe and then never read again.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(server.subscriber("flood").await.0);
+    }
+    let before = server.rss_kib();
+    let batches = 150; // 150 x 10 x 8 KB = 12 MB per subscriber, 240 MB if the stalled ones were buffered
+    let reading = tokio::spawn(async move {
+        for _ in 0..batches * 10 {
+            reader.recv().await;
+        }
+    });
+    let payload = "z".repeat(8000);
+    for _ in 0..batches {
+        let batch: Vec<Value> = (0..10).map(|_| json!({"name": "e", "channel": "flood", "data": payload})).collect();
+        let body = json!({"batch": batch}).to_string();
+        assert_eq!(server.api("POST", &format!("/apps/{APP_ID}/batch_events"), &body, &[]).await.0, 200);
+    }
+    tokio::time::timeout(Duration::from_secs(30), reading).await.expect("the reading client got every event").unwrap();
+    let after = server.rss_kib();
+    assert!(before > 0 && after > 0);
+    let growth_mib = after.saturating_sub(before) / 1024;
+    assert!(growth_mib < 48, "server RSS grew by {growth_mib} MiB ({before} -> {after} KiB)");
+    // Each stalled client is cut (its goodbye is bounded at 2 s, as it does not read).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, connections) = server.api("GET", &format!("/apps/{APP_ID}/connections"), "", &[]).await;
+        if connections["connections"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stalled clients were not cut: {connections}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
+}

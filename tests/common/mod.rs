@@ -83,6 +83,16 @@ impl TestServer {
         panic!("herald did not become ready: {}", self.output());
     }
 
+    /// The server's resident memory in KiB (VmRSS from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns its exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
