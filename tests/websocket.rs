@@ -462,6 +462,7 @@ async fn stalled_readers_cannot_grow_the_server_s_memory() {
         for _ in 0..batches * 10 {
             reader.recv().await;
         }
+        reader
     });
     let payload = "z".repeat(8000);
     for _ in 0..batches {
@@ -469,7 +470,10 @@ async fn stalled_readers_cannot_grow_the_server_s_memory() {
         let body = json!({"batch": batch}).to_string();
         assert_eq!(server.api("POST", &format!("/apps/{APP_ID}/batch_events"), &body, &[]).await.0, 200);
     }
-    tokio::time::timeout(Duration::from_secs(30), reading).await.expect("the reading client got every event").unwrap();
+    let _reader = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the reading client got every event")
+        .unwrap();
     let after = server.rss_kib();
     assert!(before > 0 && after > 0);
     let growth_mib = after.saturating_sub(before) / 1024;

@@ -23,6 +23,18 @@ pub struct TestServer {
     dir: std::path::PathBuf,
 }
 
+/// With `HERALD_TEST_REDIS_URL` set, every test server runs with the Redis adapter (its own key
+/// prefix), so the same suites check both adapters.
+fn scaling_block() -> String {
+    match std::env::var("HERALD_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => format!(
+            "[scaling]\nenabled = true\nredis_url = \"{url}\"\nchannel = \"herald-suite-{}\"\n",
+            rand::random::<u64>()
+        ),
+        _ => String::new(),
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -33,7 +45,8 @@ impl TestServer {
     pub async fn start(server_extra: &str, app_extra: &str) -> TestServer {
         let port = free_port();
         let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n{server_extra}\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nenable_client_messages = true\n{app_extra}\n"
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n{server_extra}\n{}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nenable_client_messages = true\n{app_extra}\n",
+            scaling_block()
         );
         TestServer::start_with_config(port, &config, &[]).await
     }
@@ -42,7 +55,8 @@ impl TestServer {
     pub async fn start_with_app(app_lines: &str) -> TestServer {
         let port = free_port();
         let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{app_lines}\n"
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n{}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{app_lines}\n",
+            scaling_block()
         );
         TestServer::start_with_config(port, &config, &[]).await
     }
