@@ -4,6 +4,8 @@
 //! request head). A WebSocket upgrade takes the raw TCP stream back from hyper, so that once a
 //! connection is upgraded no HTTP machinery sits between the socket and the connection task.
 
+mod dashboard;
+mod demo;
 pub mod http_api;
 mod plain;
 mod routes;

@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .route("/metrics", get(metrics))
+        .merge(super::dashboard::routes())
+        .merge(super::demo::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
