@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const { describe, test, before, after } = require('node:test');
 
 const {
-  connected, launchBrowser, newContext, nextEvent, screenshot, startHerald, subscribed, waitUntil,
+  closeBrowser, connected, fetchBounded, launchBrowser, newContext, nextEvent, screenshot, startHerald, subscribed, waitUntil,
 } = require('./helpers');
 
 /** A pusher-js client that signs its own presence subscriptions with the SDK (test only). */
@@ -35,7 +35,7 @@ describe('dashboard (herald start --debug)', () => {
   });
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
+    await closeBrowser(browser);
     if (herald) await herald.stop();
   });
 
@@ -162,29 +162,29 @@ describe('dashboard with a password (no --debug)', () => {
   });
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
+    await closeBrowser(browser);
     if (herald) await herald.stop();
   });
 
   test('401 with a Basic challenge without credentials, 200 with them', async () => {
     const basic = (user, password) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
     for (const route of ['/dashboard', '/dashboard/api/apps', '/dashboard/api/state', '/dashboard/assets/dashboard.js']) {
-      const anonymous = await fetch(`${herald.url}${route}`);
+      const anonymous = await fetchBounded(`${herald.url}${route}`);
       assert.equal(anonymous.status, 401, route);
       assert.equal(anonymous.headers.get('www-authenticate'), 'Basic realm="Herald"');
-      const wrong = await fetch(`${herald.url}${route}`, { headers: { Authorization: basic('admin', 'nope') } });
+      const wrong = await fetchBounded(`${herald.url}${route}`, { headers: { Authorization: basic('admin', 'nope') } });
       assert.equal(wrong.status, 401, route);
-      const right = await fetch(`${herald.url}${route}`, { headers: { Authorization: basic('anyone', 's3cret pass') } });
+      const right = await fetchBounded(`${herald.url}${route}`, { headers: { Authorization: basic('anyone', 's3cret pass') } });
       assert.equal(right.status, 200, route);
     }
-    const trigger = await fetch(`${herald.url}/dashboard/api/trigger`, {
+    const trigger = await fetchBounded(`${herald.url}/dashboard/api/trigger`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ channel: 'c', event: 'e', data: '{}' }),
     });
     assert.equal(trigger.status, 401);
     // The demo is off without --debug or `demo = true`.
-    assert.equal((await fetch(`${herald.url}/demo`)).status, 404);
+    assert.equal((await fetchBounded(`${herald.url}/demo`)).status, 404);
 
     browser = await launchBrowser();
     const context = await newContext(browser, { httpCredentials: { username: 'admin', password: 's3cret pass' } });
@@ -201,11 +201,11 @@ describe('dashboard off', () => {
     const herald = await startHerald({ debug: false, name: 'dashboard-off' });
     try {
       for (const route of ['/dashboard', '/dashboard/api/apps', '/demo']) {
-        const res = await fetch(`${herald.url}${route}`);
+        const res = await fetchBounded(`${herald.url}${route}`);
         assert.equal(res.status, 404, route);
         assert.equal(typeof (await res.json()).error, 'string');
       }
-      const auth = await fetch(`${herald.url}/demo/auth`, { method: 'POST' });
+      const auth = await fetchBounded(`${herald.url}/demo/auth`, { method: 'POST' });
       assert.equal(auth.status, 404);
     } finally {
       await herald.stop();

@@ -6,7 +6,7 @@
 const assert = require('node:assert/strict');
 const { describe, test, before, after } = require('node:test');
 
-const { launchBrowser, newContext, screenshot, startHerald, waitUntil } = require('./helpers');
+const { closeBrowser, fetchBounded, launchBrowser, newContext, screenshot, startHerald, waitUntil } = require('./helpers');
 
 const memberNames = (page) => page.locator('#members li .name').allTextContents();
 const theirMessages = (page) => page.locator('#messages .msg.theirs .text').allTextContents();
@@ -31,7 +31,7 @@ describe('chat demo (herald start --debug)', () => {
   });
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
+    await closeBrowser(browser);
     if (herald) await herald.stop();
   });
 
@@ -89,7 +89,7 @@ describe('chat demo (herald start --debug)', () => {
   });
 
   test('the auth endpoint signs only the demo channel', async () => {
-    const post = (form) => fetch(`${herald.url}/demo/auth`, {
+    const post = (form) => fetchBounded(`${herald.url}/demo/auth`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams(form).toString(),

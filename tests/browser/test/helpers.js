@@ -188,6 +188,17 @@ async function startHerald({ debug = true, server = {}, name = 'herald' } = {}) 
   return herald;
 }
 
+/** `fetch` with a bound: 5 s unless `options.signal` says otherwise. */
+function fetchBounded(url, options = {}) {
+  return fetch(url, { signal: AbortSignal.timeout(5000), ...options });
+}
+
+/** Closes the browser, bounded (Playwright also kills it when Node exits). */
+async function closeBrowser(browser) {
+  if (!browser) return;
+  await withTimeout(browser.close(), 10000, 'chromium closed').catch(() => {});
+}
+
 /** Resolves when a pusher-js client is connected, with its socket id. */
 function connected(pusher, ms = 5000) {
   return withTimeout(new Promise((resolve) => {
@@ -289,7 +300,9 @@ async function screenshot(page, name) {
 module.exports = {
   APP,
   ARTIFACTS_DIR,
+  closeBrowser,
   connected,
+  fetchBounded,
   launchBrowser,
   newContext,
   nextEvent,
