@@ -123,8 +123,8 @@ pub async fn serve<S>(
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
         hub.feed.record(&app_id, "disconnection", None, Some(socket_id.to_string()), &format!("{exit:?}"));
-        conn.leave_all_channels().await;
-        goodbye(conn.ws, exit).await;
+        Box::pin(conn.leave_all_channels()).await;
+        Box::pin(goodbye(conn.ws, exit)).await;
         hub.connection_closed(&app_id).await;
     }
     .instrument(span)
@@ -241,8 +241,8 @@ pub async fn serve_plain<S>(
             }
         }
         let exit = conn.run(&shutdown).await;
-        conn.leave_all_channels().await;
-        goodbye(conn.ws, exit).await;
+        Box::pin(conn.leave_all_channels()).await;
+        Box::pin(goodbye(conn.ws, exit)).await;
         hub.connection_closed(&app_id).await;
     }
     .instrument(span)
@@ -319,8 +319,10 @@ struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Exit {
-        let mut batch = Vec::with_capacity(16);
         loop {
+            // Allocated only when something is queued, and freed after the write: an idle
+            // connection holds no batch buffer.
+            let mut batch = Vec::new();
             let wake_at = self.liveness.next_check();
             tokio::select! {
                 biased;
@@ -337,7 +339,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                     let exit = match incoming {
                         None => Some(Exit::Gone),
-                        Some(Ok(message)) => self.on_message(message).await,
+                        // Boxed: handling a message (a presence join, say) is a big future, and rare.
+                        Some(Ok(message)) => Box::pin(self.on_message(message)).await,
                         Some(Err(e)) => Some(exit_for_read_error(e)),
                     };
                     if let Some(exit) = exit {
@@ -348,7 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     if n == 0 {
                         return Exit::Gone;
                     }
-                    if let Err(exit) = self.write_batch(&mut batch).await {
+                    // Boxed: the write future is large and a connection is mostly idle between writes.
+                    if let Err(exit) = Box::pin(self.write_batch(&mut batch)).await {
                         return exit;
                     }
                 }

@@ -4,11 +4,16 @@
 //! atomic add and a queue insert. When a client stops reading and its queue passes the byte limit,
 //! further frames are refused and the connection is told to close as a slow consumer (4100), so one
 //! slow reader can neither grow the server's memory nor hold up anyone else's delivery.
+//!
+//! The queue is a `VecDeque` behind a short mutex plus a `Notify`, not a channel: an idle
+//! connection then holds no preallocated block (a tokio mpsc allocates ~1.3 KB up front), and the
+//! queue's buffer is released once a burst has drained.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::protocol::{Frame, SocketId};
 
@@ -34,33 +39,64 @@ struct Shared {
     overflowed: AtomicBool,
     /// Wakes a writer stuck on a socket that does not drain, so it can drop the client at once.
     kill: Notify,
+    queue: Mutex<VecDeque<Outgoing>>,
+    /// Wakes the writer when something is queued.
+    ready: Notify,
+    /// The connection is gone: pushes are refused.
+    closed: AtomicBool,
+}
+
+/// A drained queue keeps at most this much capacity; a burst's larger buffer is freed.
+const KEEP_CAPACITY: usize = 16;
+
+impl Shared {
+    fn enqueue(&self, item: Outgoing) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.queue.lock() {
+            Ok(mut queue) => queue.push_back(item),
+            Err(_) => return false,
+        }
+        self.ready.notify_one();
+        true
+    }
 }
 
 /// The hub's handle on a connection: cheap to clone, safe to push to from any thread.
 #[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
 }
 
-/// The connection's end of the queue.
+/// The connection's end of the queue. Dropping it refuses all further pushes.
 pub struct OutboundReceiver {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            *queue = VecDeque::new();
+        }
+    }
 }
 
 impl Outbound {
     /// A queue for `socket_id` holding at most `limit` bytes of frames.
     pub fn new(socket_id: SocketId, limit: usize) -> (Outbound, OutboundReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             socket_id,
             queued_bytes: AtomicUsize::new(0),
             limit,
             overflowed: AtomicBool::new(false),
             kill: Notify::new(),
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
         });
-        (Outbound { tx, shared: shared.clone() }, OutboundReceiver { rx, shared })
+        (Outbound { shared: shared.clone() }, OutboundReceiver { shared })
     }
 
     pub fn socket_id(&self) -> SocketId {
@@ -87,7 +123,7 @@ impl Outbound {
             }
             return false;
         }
-        if self.tx.send(item).is_err() {
+        if !self.shared.enqueue(item) {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
@@ -96,7 +132,7 @@ impl Outbound {
 
     /// Asks the connection to send `pusher:error` with `code` and close (e.g. terminate_connections).
     pub fn close(&self, code: crate::protocol::ErrorCode, message: impl Into<String>) {
-        let _ = self.tx.send(Outgoing::Close { code, message: message.into() });
+        self.shared.enqueue(Outgoing::Close { code, message: message.into() });
     }
 }
 
@@ -119,14 +155,30 @@ impl OverflowSignal {
 impl Outbound {
     /// Queues a WebSocket ping control frame.
     pub fn ping(&self) {
-        let _ = self.tx.send(Outgoing::Ping);
+        self.shared.enqueue(Outgoing::Ping);
     }
 }
 
 impl OutboundReceiver {
     /// Waits for at least one item and takes up to `max` (for one coalesced write). 0 when closed.
     pub async fn recv_many(&mut self, into: &mut Vec<Outgoing>, max: usize) -> usize {
-        self.rx.recv_many(into, max).await
+        loop {
+            // Registered before looking, so a push between the look and the wait is not missed.
+            let notified = self.shared.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut queue) = self.shared.queue.lock() {
+                if !queue.is_empty() {
+                    let n = queue.len().min(max);
+                    into.extend(queue.drain(..n));
+                    if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+                        *queue = VecDeque::new();
+                    }
+                    return n;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Records that `bytes` of frames left the queue (were handed to the socket).
@@ -171,6 +223,31 @@ mod tests {
         assert_eq!(rx.recv_many(&mut got, 10).await, 3);
         rx.sent(one.len() * 3);
         assert_eq!(rx.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_is_woken_by_a_push_and_gets_everything_in_order() {
+        let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 3 }, 1 << 20);
+        let waiter = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                rx.recv_many(&mut got, 7).await;
+            }
+            got
+        });
+        for i in 0..100 {
+            assert!(out.push(Frame::event("e", "c", &i.to_string())));
+            if i % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.unwrap().unwrap();
+        for (i, item) in got.iter().enumerate() {
+            match item {
+                Outgoing::Frame(f) => assert!(f.as_str().ends_with(&format!("\"data\":\"{i}\"}}"))),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[tokio::test]

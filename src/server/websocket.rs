@@ -87,28 +87,7 @@ pub(super) fn accept(
             }
         };
         let _open = OpenSocket::new(&state);
-        // Take the plain (or TLS) stream back from hyper, with any bytes it had already read.
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                let ws =
-                    WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(ws_config));
-                return run(ws.await, &state, limits, endpoint).await;
-            }
-            Err(upgraded) => upgraded,
-        };
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                let ws =
-                    WebSocketStream::from_partially_read(io, parts.read_buf.to_vec(), Role::Server, Some(ws_config));
-                run(ws.await, &state, limits, endpoint).await;
-            }
-            Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config));
-                run(ws.await, &state, limits, endpoint).await;
-            }
-        }
+        serve_upgraded(upgraded, state.clone(), ws_config, limits, endpoint).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -125,6 +104,54 @@ pub(super) fn accept(
     response
 }
 
+/// Takes the plain (or TLS) stream back from hyper, with any bytes it had already read, and serves
+/// it. Each stream type's connection is boxed on its own, so a task is the size of its own kind of
+/// connection, not of the largest (a TLS session is much bigger than a TCP stream).
+async fn serve_upgraded(
+    upgraded: hyper::upgrade::Upgraded,
+    state: AppState,
+    ws_config: WebSocketConfig,
+    limits: Limits,
+    endpoint: Endpoint,
+) {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            // Copy the few bytes hyper read ahead and let go of its whole read buffer now: held for
+            // the connection's life, it would cost kilobytes per idle socket.
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            let ahead = read_buf.to_vec();
+            drop(read_buf);
+            let io = io.into_inner();
+            return Box::pin(async move {
+                let ws = WebSocketStream::from_partially_read(io, ahead, Role::Server, Some(ws_config)).await;
+                run(ws, &state, limits, endpoint).await
+            })
+            .await;
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            let ahead = read_buf.to_vec();
+            drop(read_buf);
+            let io = io.into_inner();
+            Box::pin(async move {
+                let ws = WebSocketStream::from_partially_read(io, ahead, Role::Server, Some(ws_config)).await;
+                run(ws, &state, limits, endpoint).await
+            })
+            .await
+        }
+        Err(upgraded) => {
+            Box::pin(async move {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+                run(ws, &state, limits, endpoint).await
+            })
+            .await
+        }
+    }
+}
+
 async fn run<S>(ws: WebSocketStream<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
@@ -137,12 +164,16 @@ where
     }
 }
 
+/// Initial read buffer per connection: most client messages (pings, subscribes) are well under it,
+/// and it grows on demand for a bigger one. Idle connections should cost little.
+const READ_BUFFER: usize = 1024;
+
 /// Small read buffer: most Pusher messages are tiny and idle connections should cost little.
 /// Frames accumulate in the write buffer until the connection's explicit flush (one syscall per
 /// batch); the outbound queue, not this buffer, is what bounds a slow reader.
 pub(super) fn websocket_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message_size))
