@@ -102,24 +102,9 @@ pub async fn serve<S>(
         debug!("connected");
         crate::metrics::connection_opened(&app.id);
         hub.feed.record(&app.id, "connection", None, Some(socket_id.to_string()), "");
-        let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
-        let overflow = rx.overflow_signal();
-        out.push(Frame::connection_established(socket_id, app.activity_timeout));
-        let mut conn = Connection {
-            liveness: Liveness::new(Instant::now(), &app),
-            ws,
-            hub: hub.clone(),
-            app,
-            socket_id,
-            out,
-            rx,
-            overflow,
-            channels: HashMap::new(),
-            user_id: None,
-            client_event_limiter: None,
-            message_limiter: None,
-            mode: Mode::Pusher,
-        };
+        let liveness = Liveness::new(Instant::now(), &app);
+        let mut conn = Connection::new(ws, hub.clone(), app, socket_id, limits, Mode::Pusher, liveness);
+        conn.out.push(Frame::connection_established(socket_id, conn.app.activity_timeout));
         let exit = conn.run(&shutdown).await;
         debug!(?exit, "closing");
         hub.feed.record(&app_id, "disconnection", None, Some(socket_id.to_string()), &format!("{exit:?}"));
@@ -142,23 +127,8 @@ where
     let mut app = crate::config::AppConfig::new("echo", "echo", "echo");
     app.ping_interval = 3600;
     app.activity_timeout = 3600;
-    let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
-    let overflow = rx.overflow_signal();
-    let mut conn = Connection {
-        liveness: Liveness::new(Instant::now(), &app),
-        ws,
-        hub,
-        app: Arc::new(app),
-        socket_id,
-        out,
-        rx,
-        overflow,
-        channels: HashMap::new(),
-        user_id: None,
-        client_event_limiter: None,
-        message_limiter: None,
-        mode: Mode::Echo,
-    };
+    let liveness = Liveness::new(Instant::now(), &app);
+    let mut conn = Connection::new(ws, hub, Arc::new(app), socket_id, limits, Mode::Echo, liveness);
     let exit = conn.run(&shutdown).await;
     goodbye(conn.ws, exit).await;
 }
@@ -212,26 +182,10 @@ pub async fn serve_plain<S>(
     let app_id = app.id.clone();
     async move {
         crate::metrics::connection_opened(&app.id);
-        let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
-        let overflow = rx.overflow_signal();
-        let mut plain_app = (*app).clone();
         // Plain clients answer WebSocket pings, not pusher:ping: only those are sent.
-        plain_app.activity_timeout = app.activity_timeout.max(1);
-        let mut conn = Connection {
-            liveness: Liveness::new(Instant::now(), &plain_app).websocket_pings_only(),
-            ws,
-            hub: hub.clone(),
-            app: app.clone(),
-            socket_id,
-            out,
-            rx,
-            overflow,
-            channels: HashMap::new(),
-            user_id: None,
-            client_event_limiter: None,
-            message_limiter: None,
-            mode: Mode::Plain { channel: channel.clone(), user_id: user_id.clone() },
-        };
+        let liveness = Liveness::new(Instant::now(), &app).websocket_pings_only();
+        let mode = Mode::Plain { channel: channel.clone(), user_id: user_id.clone() };
+        let mut conn = Connection::new(ws, hub.clone(), app.clone(), socket_id, limits, mode, liveness);
         let name = crate::protocol::ChannelName::parse(&channel);
         let joined = Frame::plain_joined(&channel, &room, &user_id, &socket_id.to_string());
         if let Ok(name) = name {
@@ -318,6 +272,34 @@ struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    fn new(
+        ws: WebSocketStream<S>,
+        hub: Arc<Hub>,
+        app: App,
+        socket_id: SocketId,
+        limits: Limits,
+        mode: Mode,
+        liveness: Liveness,
+    ) -> Self {
+        let (out, rx) = Outbound::new(socket_id, limits.max_outbound_buffer);
+        let overflow = rx.overflow_signal();
+        Connection {
+            ws,
+            hub,
+            app,
+            socket_id,
+            out,
+            rx,
+            overflow,
+            channels: HashMap::new(),
+            liveness,
+            user_id: None,
+            client_event_limiter: None,
+            message_limiter: None,
+            mode,
+        }
+    }
+
     async fn run(&mut self, shutdown: &CancellationToken) -> Exit {
         loop {
             // Allocated only when something is queued, and freed after the write: an idle
