@@ -27,6 +27,9 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::hub::Hub;
 
+/// Pending connections the kernel may hold (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Idle time before the kernel probes a silent peer.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -57,7 +60,7 @@ impl Server {
     pub async fn bind(config: Config, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<Server> {
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
-        let listener = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let api_limiters = config
             .apps
             .iter()
@@ -133,6 +136,23 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Binds with a deep accept backlog: after a deploy, thousands of clients reconnect at once, and a
+/// short backlog (tokio's default is 1024 only on some paths; 128 is common) makes the kernel drop
+/// SYNs that are then retried a whole second later.
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        let socket =
+            if resolved.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(resolved).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted stream, plain or TLS.
