@@ -22,6 +22,7 @@ const MAX_ANSWER: usize = 1 << 20;
 
 pub struct ApiClient {
     sender: SendRequest<Body>,
+    to: SocketAddr,
     host: String,
     key: String,
     secret: String,
@@ -30,13 +31,18 @@ pub struct ApiClient {
 impl ApiClient {
     pub async fn connect(to: SocketAddr, key: &str, secret: &str) -> anyhow::Result<ApiClient> {
         target::assert_loopback(to)?;
+        let sender = Self::open(to).await?;
+        Ok(ApiClient { sender, to, host: to.to_string(), key: key.to_owned(), secret: secret.to_owned() })
+    }
+
+    async fn open(to: SocketAddr) -> anyhow::Result<SendRequest<Body>> {
         let stream = TcpStream::connect(to).await.with_context(|| format!("connect to {to}"))?;
         stream.set_nodelay(true).context("nodelay")?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;
         // The connection task ends when the server closes or the sender is dropped.
         tokio::spawn(connection);
-        Ok(ApiClient { sender, host: to.to_string(), key: key.to_owned(), secret: secret.to_owned() })
+        Ok(sender)
     }
 
     /// `POST path` with `body`, signed the way the Pusher SDKs sign; returns the status and the answer.
@@ -51,6 +57,11 @@ impl ApiClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .context("build request")?;
+        // A server that answers `Connection: close` (some peers do) closes the connection after each
+        // answer: open a new one before sending rather than lose the request.
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = Self::open(self.to).await?;
+        }
         let exchange = async {
             self.sender.ready().await.context("connection not ready")?;
             let response = self.sender.send_request(request).await.context("send request")?;
