@@ -54,6 +54,11 @@ pub struct BenchArgs {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+
+    /// Spread the subscribers over these ports of --host instead of --port (publishing still goes to
+    /// --port): the `cluster` set-up, e.g. `--port 8081 --subscribe-ports 8081,8082` for two nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub subscribe_ports: Vec<u16>,
     /// App id (for the HTTP API path).
     #[arg(long, default_value = "123456")]
     pub app_id: String,
@@ -115,6 +120,8 @@ pub struct BenchArgs {
 pub struct Plan {
     pub args: BenchArgs,
     pub target: SocketAddr,
+    /// Where subscribers connect, round-robin (just `target` unless --subscribe-ports).
+    pub subscribe_targets: Vec<SocketAddr>,
     pub sources: Vec<Ipv4Addr>,
     pub duration: Duration,
     pub connect_timeout: Duration,
@@ -162,8 +169,14 @@ impl Plan {
         if args.settle > 60 {
             anyhow::bail!("--settle must be at most 60 seconds");
         }
+        let subscribe_targets = if args.subscribe_ports.is_empty() {
+            vec![target]
+        } else {
+            args.subscribe_ports.iter().map(|p| target::loopback_target(&args.host, *p)).collect::<Result<_, _>>()?
+        };
         Ok(Plan {
             target,
+            subscribe_targets,
             sources: target::source_addrs(args.source_addrs),
             duration: Duration::from_secs(args.duration),
             connect_timeout: Duration::from_secs(args.connect_timeout),

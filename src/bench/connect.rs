@@ -48,7 +48,7 @@ pub async fn open_clients(
     for i in 0..n {
         let (gate, url, times, counters) = (gate.clone(), url.clone(), times.clone(), counters.clone());
         let source = plan.sources[i % plan.sources.len()];
-        let to = plan.target;
+        let to = plan.subscribe_targets[i % plan.subscribe_targets.len()];
         let channel = channel(i);
         let (key, secret) = (plan.args.key.clone(), plan.args.secret.clone());
         let timeout = plan.connect_timeout;
