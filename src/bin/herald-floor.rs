@@ -211,16 +211,17 @@ fn upgrade(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
-        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(64 * 1024);
+        // The same buffer sizes as Herald: a small read buffer (most Pusher messages are tiny), frames
+        // gathered in the write buffer until the explicit flush.
+        let config = WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(64 * 1024);
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let ws = WebSocketStream::from_partially_read(
-                    parts.io.into_inner(),
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                // Copy the few bytes hyper read ahead and drop its read buffer now (as Herald does): kept
+                // alive for the connection's life it would cost kilobytes per idle socket.
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let ahead = read_buf.to_vec();
+                drop(read_buf);
+                let ws = WebSocketStream::from_partially_read(io.into_inner(), ahead, Role::Server, Some(config)).await;
                 socket(state, ws).await;
             }
             Err(upgraded) => {
