@@ -48,6 +48,18 @@ impl Drop for Redis {
     }
 }
 
+/// A free port whose cluster-bus port (port + 10000, which a cluster-mode redis-server also binds) is
+/// valid and free too.
+fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = unused_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster-mode redis-server");
+}
+
 /// Two nodes sharing one prefix (the same deployment).
 async fn pair(redis_url: &str, extra_app: &str) -> (TestServer, TestServer) {
     let prefix = format!("herald-test-{}", rand::random::<u32>());
@@ -300,7 +312,7 @@ async fn webhooks_fire_once_per_cluster() {
 
 #[tokio::test]
 async fn works_with_a_redis_cluster() {
-    let ports: Vec<u16> = (0..3).map(|_| unused_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
     let _nodes: Vec<Redis> = ports
         .iter()
         .map(|p| {
