@@ -364,3 +364,48 @@ async fn accept_client_events_from_all_lets_non_subscribers_send() {
     sender.send(r#"{"event":"client-note","channel":"public-inbox","data":{}}"#).await;
     assert_eq!(data_of(&next_event(&mut sender, "pusher:error").await)["code"], 4301);
 }
+
+#[tokio::test]
+async fn presence_cache_channels_replay_the_last_event_not_member_changes() {
+    let server = TestServer::start("", "").await;
+    assert_eq!(server.trigger("presence-cache-room", "topic", "weather").await, 200);
+    let (mut ann, ann_id) = server.connect().await;
+    join(&mut ann, &ann_id, "presence-cache-room", "1", "Ann").await;
+    assert_eq!(next_event(&mut ann, "topic").await["data"], "weather");
+    let (mut bob, bob_id) = server.connect().await;
+    join(&mut bob, &bob_id, "presence-cache-room", "2", "Bob").await;
+    assert_eq!(next_event(&mut bob, "topic").await["data"], "weather", "a join is not the channel's last event");
+    drop(bob);
+    next_event(&mut ann, "pusher_internal:member_added").await;
+    next_event(&mut ann, "pusher_internal:member_removed").await;
+    let (mut carol, carol_id) = server.connect().await;
+    join(&mut carol, &carol_id, "presence-cache-room", "3", "Carol").await;
+    assert_eq!(next_event(&mut carol, "topic").await["data"], "weather", "nor is a leave");
+}
+
+#[tokio::test]
+async fn resubscribing_as_another_user_removes_the_first_one() {
+    let server = TestServer::start("", "").await;
+    let (mut watcher, watcher_id) = server.connect().await;
+    join(&mut watcher, &watcher_id, "presence-switch", "w", "Watcher").await;
+    let (mut c, id) = server.connect().await;
+    join(&mut c, &id, "presence-switch", "1", "First").await;
+    assert_eq!(data_of(&next_event(&mut watcher, "pusher_internal:member_added").await)["user_id"], "1");
+    // The same socket subscribes again, signed for another user (an account switch without reconnecting).
+    join(&mut c, &id, "presence-switch", "2", "Second").await;
+    let mut changes = Vec::new();
+    for _ in 0..2 {
+        let m = watcher.recv().await;
+        changes.push((m["event"].as_str().unwrap().to_owned(), data_of(&m)["user_id"].as_str().unwrap().to_owned()));
+    }
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            ("pusher_internal:member_added".to_owned(), "2".to_owned()),
+            ("pusher_internal:member_removed".to_owned(), "1".to_owned())
+        ]
+    );
+    let (_, users) = server.api("GET", &format!("/apps/{APP_ID}/channels/presence-switch/users"), "", &[]).await;
+    assert_eq!(users, json!({"users": [{"id": "2"}, {"id": "w"}]}));
+}

@@ -214,6 +214,9 @@ impl Hub {
         let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, confirmation, user_id) else {
             return Err(SubscribeError::UnknownApp);
         };
+        if let Some(old_user) = &subscribed.replaced_last_socket_of {
+            self.user_left(&app.id, name, old_user).await;
+        }
         if subscribed.new {
             self.adapter.subscription_changed(&app.id, name, 1).await;
             self.feed.record(&app.id, "subscribed", Some(name), Some(out.socket_id().to_string()), "");
@@ -243,15 +246,22 @@ impl Hub {
         self.adapter.subscription_changed(app_id, channel, -1).await;
         self.feed.record(app_id, "unsubscribed", Some(channel), Some(socket_id.to_string()), "");
         if let Some(user_id) = left.last_local_socket_of {
-            if self.adapter.presence_leave(app_id, channel, &user_id).await {
-                let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(&user_id));
-                self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except: None })
-                    .await;
-                self.webhooks.emit(app_id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
-            }
+            self.user_left(app_id, channel, &user_id).await;
         }
         if left.vacated && self.adapter.vacated(app_id, channel).await {
             self.webhooks.emit(app_id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
+        }
+    }
+
+    /// A presence user's last socket on this node left a channel: if it was the user's last in the
+    /// cluster, everyone is told.
+    async fn user_left(&self, app_id: &str, channel: &str, user_id: &str) {
+        if self.adapter.presence_leave(app_id, channel, user_id).await {
+            let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
+            self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except: None })
+                .await;
+            let user_id = user_id.to_owned();
+            self.webhooks.emit(app_id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Subscribed {
     pub occupied: bool,
     /// A cache channel had no event to replay.
     pub cache_miss: bool,
+    /// Re-subscribing as another presence user released the previous user's last socket here.
+    pub replaced_last_socket_of: Option<String>,
 }
 
 /// What an unsubscribe changed.
@@ -147,9 +149,12 @@ impl Registry {
         let socket_id = out.socket_id();
         let previous =
             entry.subscribers.insert(socket_id, Subscriber { out: out.clone(), user_id: user_id.map(Arc::from) });
+        let mut replaced_last_socket_of = None;
         if let Some(old_user) = previous.as_ref().and_then(|p| p.user_id.clone()) {
             // Subscribing again: this subscription's user count replaces the earlier one.
-            Self::release_user(&mut entry, &old_user);
+            if Self::release_user(&mut entry, &old_user) {
+                replaced_last_socket_of = Some(old_user.to_string());
+            }
         }
         out.push(confirmation);
         let mut cache_miss = false;
@@ -168,7 +173,7 @@ impl Registry {
         if app.track_counts && channel.kind != ChannelKind::Presence {
             self.mark_count_changed(app_id, name);
         }
-        Some(Subscribed { new: previous.is_none(), occupied, cache_miss })
+        Some(Subscribed { new: previous.is_none(), occupied, cache_miss, replaced_last_socket_of })
     }
 
     /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
@@ -307,7 +312,9 @@ impl Registry {
 impl LocalNode for Registry {
     fn deliver(&self, b: &Broadcast) -> usize {
         let Some(app) = self.apps.get(&b.app_id) else { return 0 };
-        if ChannelName::parse_for_publish(&b.channel).is_ok_and(|c| c.cache) {
+        // The last *event*: member_added/removed on a presence-cache channel are bookkeeping, not events.
+        let internal = b.frame.as_str().starts_with(r#"{"event":"pusher_internal:"#);
+        if !internal && ChannelName::parse_for_publish(&b.channel).is_ok_and(|c| c.cache) {
             self.remember(app, &b.channel, &b.frame);
         }
         let Some(channel) = app.channels.get(b.channel.as_str()) else { return 0 };

@@ -69,10 +69,6 @@ async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<A
         .app_by_id(app_id)
         .cloned()
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Unknown app id {app_id}")))?;
-    // Before the signature check, so a flood of forged requests is throttled too.
-    if state.api_limiters.get(&app.id).is_some_and(|limiter| limiter.check().is_err()) {
-        return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests for app {}", app.id)));
-    }
     let (parts, body) = request.into_parts();
     let limit = state.config.server.max_request_size;
     let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body is larger than {limit} bytes"));
@@ -88,6 +84,11 @@ async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<A
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     verify_api_request(&app.key, &app.secret, &request, now)
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("Authentication failed: {e}")))?;
+    // After the signature: only the app's own (signed) requests count, so forged floods, which cost
+    // one HMAC each, cannot use up the app's budget and block its broadcasts.
+    if state.api_limiters.get(&app.id).is_some_and(|limiter| limiter.check().is_err()) {
+        return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests for app {}", app.id)));
+    }
     Ok(Authorized { query: decode_query(query), app, body })
 }
 
