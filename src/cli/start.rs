@@ -13,7 +13,8 @@ use crate::server::Server;
 pub fn init_logging(debug: bool, format: LogFormat) {
     let default = if debug { "herald=debug,info" } else { "herald=info,warn" };
     let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Logs on stderr, the start-up banner on stdout: `--log-format json` then yields clean JSON lines.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -458,6 +458,26 @@ mod tests {
     }
 
     #[test]
+    fn laravel_redis_settings_make_the_url() {
+        let env = [("REDIS_HOST", "10.1.2.3"), ("REDIS_PORT", "6380"), ("REDIS_PASSWORD", "pw"), ("REDIS_DB", "2")];
+        let c = load(None, &env, Overrides::default()).unwrap();
+        assert_eq!(c.scaling.urls(), vec!["redis://:pw@10.1.2.3:6380/2".to_owned()]);
+        let env = [("REDIS_HOST", "r"), ("REDIS_USERNAME", "u"), ("REDIS_PASSWORD", "p")];
+        assert_eq!(
+            load(None, &env, Overrides::default()).unwrap().scaling.urls(),
+            vec!["redis://u:p@r:6379".to_owned()]
+        );
+        // REDIS_URL wins; several URLs are a cluster's seeds.
+        let env = [("REDIS_URL", "redis://a:1, redis://b:2"), ("REDIS_HOST", "ignored")];
+        assert_eq!(
+            load(None, &env, Overrides::default()).unwrap().scaling.urls(),
+            vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()]
+        );
+        let bad = [("REVERB_SCALING_ENABLED", "true"), ("REDIS_URL", "http://nope")];
+        assert!(load(None, &bad, Overrides::default()).unwrap_err().to_string().contains("redis_url"));
+    }
+
+    #[test]
     fn clear_errors() {
         let err =
             |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
