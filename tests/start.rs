@@ -14,8 +14,9 @@ fn workdir() -> std::path::PathBuf {
 }
 
 /// Runs `herald start` in `dir` until `/up` answers, then returns the child (killed by the caller).
+#[allow(clippy::zombie_processes)] // the child is returned: the caller kills and waits for it
 async fn start_in(dir: &std::path::Path, args: &[&str], port: u16) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("start")
         .args(args)
         .current_dir(dir)
@@ -33,7 +34,11 @@ async fn start_in(dir: &std::path::Path, args: &[&str], port: u16) -> std::proce
                 return child;
             }
         }
-        assert!(Instant::now() < deadline, "herald did not start");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald did not start");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -90,7 +95,11 @@ async fn json_logs_are_one_object_per_line() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
-        assert!(Instant::now() < deadline, "herald did not start");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald did not start");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
