@@ -313,20 +313,31 @@ impl RedisAdapter {
         let _ = self.commands.query::<i64>(&redis::cmd("ZREM").arg(self.key("nodes")).arg(dead).clone()).await;
     }
 
+    /// Runs a script that answers 1 or 0; `None` (logged, adapter marked degraded) when Redis fails.
+    async fn script_flag(&self, what: &str, call: &redis::ScriptInvocation<'_>) -> Option<bool> {
+        match self.commands.invoke::<i64>(call).await {
+            Ok(flag) => Some(flag == 1),
+            Err(e) => {
+                self.failed(what, &e);
+                None
+            }
+        }
+    }
+
+    /// Adds `entry` to (or removes it from) one of a node's record sets, which the reaper reads back.
+    async fn node_record(&self, add: bool, key: String, entry: String) {
+        let cmd = redis::cmd(if add { "SADD" } else { "SREM" }).arg(key).arg(entry).clone();
+        if let Err(e) = self.commands.query::<i64>(&cmd).await {
+            self.failed("node record", &e);
+        }
+    }
+
     async fn leave_as(&self, node: u32, app_id: &str, channel: &str, user_id: &str) -> bool {
         let [refs, members, counts] = self.presence_keys(app_id, channel);
         let mut call = self.scripts.leave.key(refs);
         call.key(members).key(counts).arg(user_id).arg(node);
-        let gone = match self.commands.invoke::<i64>(&call).await {
-            Ok(gone) => gone == 1,
-            Err(e) => {
-                self.failed("presence leave", &e);
-                false
-            }
-        };
-        let entry = format!("{app_id}\t{channel}\t{user_id}");
-        let _ =
-            self.commands.query::<i64>(&redis::cmd("SREM").arg(self.node_presence_key(node)).arg(entry).clone()).await;
+        let gone = self.script_flag("presence leave", &call).await.unwrap_or(false);
+        self.node_record(false, self.node_presence_key(node), format!("{app_id}\t{channel}\t{user_id}")).await;
         gone
     }
 
@@ -334,16 +345,8 @@ impl RedisAdapter {
         let [holders, counts] = self.occupancy_keys(app_id);
         let mut call = self.scripts.vacate.key(holders);
         call.key(counts).arg(channel).arg(node);
-        let last = match self.commands.invoke::<i64>(&call).await {
-            Ok(last) => last == 1,
-            Err(e) => {
-                self.failed("vacate", &e);
-                false
-            }
-        };
-        let entry = format!("{app_id}\t{channel}");
-        let _ =
-            self.commands.query::<i64>(&redis::cmd("SREM").arg(self.node_occupancy_key(node)).arg(entry).clone()).await;
+        let last = self.script_flag("vacate", &call).await.unwrap_or(false);
+        self.node_record(false, self.node_occupancy_key(node), format!("{app_id}\t{channel}")).await;
         last
     }
 
@@ -395,10 +398,7 @@ impl RedisAdapter {
             return Some(Join::Full);
         }
         let entry = format!("{app_id}\t{channel}\t{}", member.user_id);
-        let _ = self
-            .commands
-            .query::<i64>(&redis::cmd("SADD").arg(self.node_presence_key(self.node)).arg(entry).clone())
-            .await;
+        self.node_record(true, self.node_presence_key(self.node), entry).await;
         let members = flat.chunks(2).map(|p| (p[0].clone(), p.get(1).filter(|i| !i.is_empty()).cloned())).collect();
         Some(Join::Joined { first: first == 1, members })
     }
@@ -407,18 +407,9 @@ impl RedisAdapter {
         let [holders, counts] = self.occupancy_keys(app_id);
         let mut call = self.scripts.occupy.key(holders);
         call.key(counts).arg(channel).arg(self.node);
-        let first = match self.commands.invoke::<i64>(&call).await {
-            Ok(first) => first == 1,
-            Err(e) => {
-                self.failed("occupy", &e);
-                true
-            }
-        };
-        let entry = format!("{app_id}\t{channel}");
-        let _ = self
-            .commands
-            .query::<i64>(&redis::cmd("SADD").arg(self.node_occupancy_key(self.node)).arg(entry).clone())
-            .await;
+        // With Redis away, assume first: a duplicate `channel_occupied` beats a missing one.
+        let first = self.script_flag("occupy", &call).await.unwrap_or(true);
+        self.node_record(true, self.node_occupancy_key(self.node), format!("{app_id}\t{channel}")).await;
         first
     }
 
