@@ -178,16 +178,27 @@ impl AppQuery {
     }
 }
 
+/// The query and the app it names: 400 for a malformed query, 404 for an app not served.
+fn resolve(
+    query: Result<Query<AppQuery>, axum::extract::rejection::QueryRejection>,
+    state: &AppState,
+) -> Result<(AppQuery, String), Box<Response>> {
+    let Ok(Query(query)) = query else { return Err(Box::new(error(StatusCode::BAD_REQUEST, "Invalid query"))) };
+    match query.app_id(state) {
+        Ok(id) => Ok((query, id)),
+        Err(message) => Err(Box::new(error(StatusCode::NOT_FOUND, message))),
+    }
+}
+
 /// An app's live state: connections, occupied channels, presence members.
 async fn app_state(
     _: Authorized,
     State(state): State<AppState>,
     query: Result<Query<AppQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "Invalid query") };
-    let app_id = match query.app_id(&state) {
-        Ok(id) => id,
-        Err(message) => return error(StatusCode::NOT_FOUND, message),
+    let (_, app_id) = match resolve(query, &state) {
+        Ok(resolved) => resolved,
+        Err(response) => return *response,
     };
     let adapter = state.hub.adapter();
     let connections = adapter.connection_count(&app_id).await;
@@ -233,10 +244,9 @@ async fn events(
     State(state): State<AppState>,
     query: Result<Query<AppQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "Invalid query") };
-    let app_id = match query.app_id(&state) {
-        Ok(id) => id,
-        Err(message) => return error(StatusCode::NOT_FOUND, message),
+    let (query, app_id) = match resolve(query, &state) {
+        Ok(resolved) => resolved,
+        Err(response) => return *response,
     };
     let items: Vec<Value> = state
         .hub
