@@ -100,6 +100,8 @@ async fn every_event_type_arrives_signed_with_its_fields() {
             .to_string(),
     )
     .await;
+    // a's join must be recorded before b's, or the two member_added events may swap.
+    assert_eq!(a.recv().await["event"], "pusher_internal:subscription_succeeded");
     let (mut b, b_id) = server.connect().await;
     let data_b = json!({"user_id": "8"}).to_string();
     let auth = make_auth(KEY, SECRET, &channel_auth_message(&b_id, "presence-room", Some(&data_b)));
