@@ -1,7 +1,8 @@
 //! Herald: a real-time WebSocket server speaking the Pusher protocol v7.
 //!
 //! Layers, each a folder, dependencies pointing down only:
-//! `cli` -> `server` -> `connection` -> `hub` -> `adapter` -> `protocol`, with `config` read once at start-up.
+//! `cli` -> `server` -> `connection` -> `hub` -> `adapter` -> `protocol`, with `config` read once at start-up;
+//! `connection` reads and writes sockets through `transport` (WebSocket framing).
 //! A message enters at [`server::http_api`] (HTTP publish) or [`connection`] (client events), fans out in
 //! [`hub`], and leaves through each connection's writer in [`connection`].
 
@@ -14,4 +15,5 @@ pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod transport;
 pub mod webhooks;

@@ -3,7 +3,7 @@
 //!
 //! Reading, writing and the timer are one `select!` loop over one socket, so there is no lock
 //! between a reader and a writer half. Writes are coalesced: everything queued when the writer wakes
-//! is framed into the WebSocket's buffer and flushed with one write.
+//! goes out in one vectored write (see [`crate::transport`]).
 
 mod handler;
 mod liveness;
@@ -12,19 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use crate::hub::{App, Hub, Outbound, OutboundReceiver, Outgoing, OverflowSignal};
 use crate::protocol::{ErrorCode, Frame, SocketId};
+use crate::transport::{Message, OpCode, WebSocket};
 
 use liveness::Liveness;
 
@@ -57,15 +52,15 @@ enum Exit {
     Gone,
     /// Send `pusher:error` with the code, then close with the same code.
     Pusher(ErrorCode, String),
-    /// Close with an RFC 6455 code (protocol violation, invalid UTF-8, message too big).
-    Protocol(CloseCode, &'static str),
+    /// Close with an RFC 6455 code (1002 protocol violation, 1007 invalid UTF-8, 1009 too big).
+    Protocol(u16, &'static str),
     /// Close with 1008 (policy violation): the plain endpoint's refusals.
     Policy(&'static str),
 }
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocket<S>,
     hub: Arc<Hub>,
     handshake: Handshake,
     limits: Limits,
@@ -119,7 +114,7 @@ pub async fn serve<S>(
 /// Serves the WebSocket conformance echo endpoint (`[server] echo_path`, off by default): the same
 /// connection loop, queue and writer as the Pusher endpoint, with every message sent back as it came,
 /// so that the Autobahn TestSuite exercises the code real clients use.
-pub async fn serve_echo<S>(ws: WebSocketStream<S>, hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken)
+pub async fn serve_echo<S>(ws: WebSocket<S>, hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -158,7 +153,7 @@ pub struct PlainHandshake {
 
 /// Serves a plain WebSocket client (no Pusher library) in one room.
 pub async fn serve_plain<S>(
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocket<S>,
     hub: Arc<Hub>,
     handshake: PlainHandshake,
     limits: Limits,
@@ -204,7 +199,7 @@ pub async fn serve_plain<S>(
 }
 
 /// Waits (bounded) for `{"type":"auth","token":"..."}` and verifies it.
-async fn first_message_auth<S>(ws: &mut WebSocketStream<S>, app: &App, room: &str) -> Result<String, &'static str>
+async fn first_message_auth<S>(ws: &mut WebSocket<S>, app: &App, room: &str) -> Result<String, &'static str>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -218,7 +213,8 @@ where
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => return Some(text),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Ping(payload))) => ws.send_pong(&payload).await.ok()?,
+                Some(Ok(Message::Pong(_))) => continue,
                 _ => return None,
             }
         }
@@ -226,7 +222,7 @@ where
     .await
     .map_err(|_| "Authentication required: send {\"type\":\"auth\",\"token\":\"...\"} first")?
     .ok_or("Authentication required")?;
-    let auth: Auth = serde_json::from_str(first.as_str()).map_err(|_| "Authentication required")?;
+    let auth: Auth = serde_json::from_str(&first).map_err(|_| "Authentication required")?;
     if auth.kind != "auth" {
         return Err("Authentication required");
     }
@@ -250,7 +246,7 @@ fn check_protocol_version(protocol: Option<&str>) -> Result<(), ErrorCode> {
 }
 
 struct Connection<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocket<S>,
     hub: Arc<Hub>,
     app: App,
     socket_id: SocketId,
@@ -273,7 +269,7 @@ struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn new(
-        ws: WebSocketStream<S>,
+        ws: WebSocket<S>,
         hub: Arc<Hub>,
         app: App,
         socket_id: SocketId,
@@ -323,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         None => Some(Exit::Gone),
                         // Boxed: handling a message (a presence join, say) is a big future, and rare.
                         Some(Ok(message)) => Box::pin(self.on_message(message)).await,
-                        Some(Err(e)) => Some(exit_for_read_error(e)),
+                        Some(Err(e)) => Some(Exit::Protocol(e.close_code(), e.reason())),
                     };
                     if let Some(exit) = exit {
                         return exit;
@@ -347,36 +343,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// Frames every queued item into the WebSocket's buffer and flushes once: one write for many
-    /// messages. A client that does not drain is dropped when its queue overflows or the write
-    /// times out, whichever comes first.
+    /// Writes every queued item with one vectored write: a batch of broadcast frames costs one
+    /// system call and no copy. A client that does not drain is dropped when its queue overflows
+    /// or the write times out, whichever comes first.
     async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Exit> {
         let write_timeout = Duration::from_secs(self.app.activity_timeout.max(30));
         let overflow = self.overflow.clone();
-        let ws = &mut self.ws;
         let mut bytes = 0;
         let messages = batch.len();
-        let write = async {
-            for item in batch.drain(..) {
-                let message = match item {
-                    Outgoing::Frame(frame) => {
-                        bytes += frame.len();
-                        debug!(frame = frame.as_str(), "sent");
-                        match Utf8Bytes::try_from(frame.into_bytes()) {
-                            Ok(text) => Message::Text(text),
-                            Err(_) => continue,
-                        }
-                    }
-                    Outgoing::Binary(data) => {
-                        bytes += data.len();
-                        Message::Binary(data)
-                    }
-                    Outgoing::Ping => Message::Ping(Default::default()),
-                    Outgoing::Close { code, message } => return Err(Exit::Pusher(code, message)),
-                };
-                ws.feed(message).await.map_err(|_| Exit::Gone)?;
+        let mut frames: Vec<(OpCode, &[u8])> = Vec::with_capacity(batch.len());
+        let mut then_close = None;
+        for item in batch.iter() {
+            match item {
+                Outgoing::Frame(frame) => {
+                    bytes += frame.len();
+                    debug!(frame = frame.as_str(), "sent");
+                    frames.push((OpCode::Text, frame.as_bytes()));
+                }
+                Outgoing::Binary(data) => {
+                    bytes += data.len();
+                    frames.push((OpCode::Binary, data));
+                }
+                Outgoing::Ping => frames.push((OpCode::Ping, &[])),
+                Outgoing::Close { code, message } => {
+                    then_close = Some(Exit::Pusher(*code, message.clone()));
+                    break;
+                }
             }
-            ws.flush().await.map_err(|_| Exit::Gone)
+        }
+        let ws = &mut self.ws;
+        let write = async {
+            ws.send_frames(&frames).await.map_err(|_| Exit::Gone)?;
+            then_close.map_or(Ok(()), Err)
         };
         let result = tokio::select! {
             r = write => r,
@@ -393,17 +391,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn on_message(&mut self, message: Message) -> Option<Exit> {
         match message {
             Message::Text(text) if self.mode == Mode::Echo => {
-                if let Some(frame) = Frame::from_text_bytes(text.into()) {
+                if let Some(frame) = Frame::from_text_bytes(text.into_bytes().into()) {
                     self.out.push(frame);
                 }
                 None
             }
             Message::Binary(data) if self.mode == Mode::Echo => {
-                self.out.push_binary(data);
+                self.out.push_binary(data.into());
                 None
             }
             Message::Text(text) if matches!(self.mode, Mode::Plain { .. }) => {
-                self.on_plain_text(text.as_str()).await;
+                self.on_plain_text(&text).await;
                 None
             }
             Message::Binary(_) if matches!(self.mode, Mode::Plain { .. }) => {
@@ -414,18 +412,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 if let Err(exit) = self.check_message_rate() {
                     return exit;
                 }
-                self.on_text(text.as_str()).await;
+                self.on_text(&text).await;
                 None
             }
             Message::Binary(_) => {
                 self.send_error(ErrorCode::Generic, "Binary messages are not supported");
                 None
             }
-            // tungstenite queued the pong; send it now rather than with the next event.
-            Message::Ping(_) => self.ws.flush().await.err().map(|_| Exit::Gone),
-            Message::Pong(_) | Message::Frame(_) => None,
-            // tungstenite answers the close; the stream then ends.
-            Message::Close(_) => None,
+            Message::Ping(payload) => self.ws.send_pong(&payload).await.err().map(|_| Exit::Gone),
+            Message::Pong(_) => None,
+            // The close handshake: answer with the peer's code; the server then drops the socket.
+            Message::Close(theirs) => {
+                let _ = self.ws.answer_close(&theirs).await;
+                Some(Exit::Gone)
+            }
         }
     }
 
@@ -461,19 +461,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 }
 
-fn exit_for_read_error(e: WsError) -> Exit {
-    match e {
-        WsError::Capacity(_) => Exit::Protocol(CloseCode::Size, "Message too big"),
-        WsError::Utf8(_) => Exit::Protocol(CloseCode::Invalid, "Invalid UTF-8"),
-        // A peer that vanished without a close frame has nobody left to tell.
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Exit::Gone,
-        WsError::Protocol(_) => Exit::Protocol(CloseCode::Protocol, "Protocol error"),
-        _ => Exit::Gone,
-    }
-}
-
 /// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
-async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStream<S>, exit: Exit) {
+async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocket<S>, exit: Exit) {
     match &exit {
         Exit::Gone => crate::metrics::disconnected(None),
         Exit::Pusher(code, _) => {
@@ -483,28 +472,31 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocketStre
             crate::metrics::error_sent(code.code());
             crate::metrics::disconnected(Some(code.code()));
         }
-        Exit::Protocol(code, _) => crate::metrics::disconnected(Some(u16::from(*code))),
+        Exit::Protocol(code, _) => crate::metrics::disconnected(Some(*code)),
         Exit::Policy(_) => crate::metrics::disconnected(Some(1008)),
     }
     let farewell = async {
-        let close = match exit {
+        let sent = match exit {
             Exit::Gone => return,
             Exit::Pusher(code, message) => {
-                let frame = Frame::error(code, &message);
-                let text = Utf8Bytes::try_from(frame.into_bytes()).unwrap_or_default();
-                if ws.send(Message::Text(text)).await.is_err() {
+                if ws.send_text(Frame::error(code, &message).as_bytes()).await.is_err() {
                     return;
                 }
-                CloseFrame { code: CloseCode::from(code.code()), reason: Utf8Bytes::from(message) }
+                ws.send_close(code.code(), &message).await
             }
-            Exit::Protocol(code, reason) => CloseFrame { code, reason: Utf8Bytes::from_static(reason) },
-            Exit::Policy(reason) => CloseFrame { code: CloseCode::Policy, reason: Utf8Bytes::from_static(reason) },
+            Exit::Protocol(code, reason) => ws.send_close(code, reason).await,
+            Exit::Policy(reason) => ws.send_close(1008, reason).await,
         };
-        if ws.send(Message::Close(Some(close))).await.is_err() {
+        if sent.is_err() {
             return;
         }
         // Wait for the peer's close reply so the close handshake completes.
-        while let Some(Ok(_)) = ws.next().await {}
+        while let Some(Ok(message)) = ws.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+        ws.shutdown().await;
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, farewell).await;
 }

@@ -41,6 +41,10 @@ impl Frame {
         self.0
     }
 
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The frame as text.
     pub fn as_str(&self) -> &str {
         // Every constructor starts from a `String`, so the bytes are UTF-8.

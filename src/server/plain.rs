@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::websocket::{accept, websocket_config, Endpoint};
+use super::websocket::{accept, Endpoint};
 use super::AppState;
 use crate::connection::{Limits, PlainHandshake};
 use crate::protocol::origin::origin_allowed;
@@ -106,7 +106,7 @@ pub async fn upgrade(
         .any(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
     let subprotocol = offered_subprotocol.then(|| HeaderValue::from_static(SUBPROTOCOL));
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
-    let config = websocket_config(app.max_message_size);
+    let max_message_size = app.max_message_size;
     let handshake = PlainHandshake { app, room, channel, user_id };
-    accept(state, request, config, limits, Endpoint::Plain(handshake), subprotocol)
+    accept(state, request, max_message_size, limits, Endpoint::Plain(handshake), subprotocol)
 }

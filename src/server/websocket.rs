@@ -14,13 +14,12 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use super::AppState;
 use crate::connection::{self, Handshake, Limits, PlainHandshake};
 use crate::protocol::signature::decode_query;
+use crate::transport::WebSocket;
 
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
 const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
@@ -40,21 +39,21 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, req
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let endpoint = Endpoint::Pusher(Handshake { app_key: key, protocol, origin });
-    accept(state, request, websocket_config(max_message_size), limits, endpoint, None)
+    accept(state, request, max_message_size, limits, endpoint, None)
 }
 
 /// `GET {echo_path}`: the conformance echo endpoint (Autobahn's large-message cases need 16 MiB).
 pub async fn echo(State(state): State<AppState>, request: Request) -> Response {
     const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024;
     let limits = Limits { max_outbound_buffer: 4 * ECHO_MAX_MESSAGE };
-    accept(state, request, websocket_config(ECHO_MAX_MESSAGE), limits, Endpoint::Echo, None)
+    accept(state, request, ECHO_MAX_MESSAGE, limits, Endpoint::Echo, None)
 }
 
 /// Checks the handshake, answers `101`, and hands the upgraded stream to its connection task.
 pub(super) fn accept(
     state: AppState,
     mut request: Request,
-    ws_config: WebSocketConfig,
+    max_message_size: usize,
     limits: Limits,
     endpoint: Endpoint,
     subprotocol: Option<HeaderValue>,
@@ -87,7 +86,7 @@ pub(super) fn accept(
             }
         };
         let _open = OpenSocket::new(&state);
-        serve_upgraded(upgraded, state.clone(), ws_config, limits, endpoint).await;
+        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -110,41 +109,31 @@ pub(super) fn accept(
 async fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
-    ws_config: WebSocketConfig,
+    max_message_size: usize,
     limits: Limits,
     endpoint: Endpoint,
 ) {
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            // Copy the few bytes hyper read ahead and let go of its whole read buffer now: held for
-            // the connection's life, it would cost kilobytes per idle socket.
-            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-            let ahead = read_buf.to_vec();
-            drop(read_buf);
-            let io = io.into_inner();
-            return Box::pin(async move {
-                let ws = WebSocketStream::from_partially_read(io, ahead, Role::Server, Some(ws_config)).await;
-                run(ws, &state, limits, endpoint).await
-            })
-            .await;
+            // The socket copies the few bytes hyper read ahead, so hyper's whole read buffer is
+            // let go of here: held for the connection's life, it would cost kilobytes per idle socket.
+            let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
+            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            drop(ahead);
+            return Box::pin(async move { run(ws, &state, limits, endpoint).await }).await;
         }
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
-            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-            let ahead = read_buf.to_vec();
-            drop(read_buf);
-            let io = io.into_inner();
-            Box::pin(async move {
-                let ws = WebSocketStream::from_partially_read(io, ahead, Role::Server, Some(ws_config)).await;
-                run(ws, &state, limits, endpoint).await
-            })
-            .await
+            let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
+            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            drop(ahead);
+            Box::pin(async move { run(ws, &state, limits, endpoint).await }).await
         }
         Err(upgraded) => {
             Box::pin(async move {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+                let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
                 run(ws, &state, limits, endpoint).await
             })
             .await
@@ -152,7 +141,7 @@ async fn serve_upgraded(
     }
 }
 
-async fn run<S>(ws: WebSocketStream<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
+async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
@@ -162,22 +151,6 @@ where
         Endpoint::Echo => connection::serve_echo(ws, hub, limits, shutdown).await,
         Endpoint::Plain(handshake) => connection::serve_plain(ws, hub, handshake, limits, shutdown).await,
     }
-}
-
-/// Initial read buffer per connection: most client messages (pings, subscribes) are well under it,
-/// and it grows on demand for a bigger one. Idle connections should cost little.
-const READ_BUFFER: usize = 1024;
-
-/// Small read buffer: most Pusher messages are tiny and idle connections should cost little.
-/// Frames accumulate in the write buffer until the connection's explicit flush (one syscall per
-/// batch); the outbound queue, not this buffer, is what bounds a slow reader.
-pub(super) fn websocket_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {

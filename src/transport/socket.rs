@@ -1,0 +1,262 @@
+//! A server-side WebSocket over any byte stream: reads messages through the [`codec`], writes
+//! batches of frames with one vectored write.
+//!
+//! An idle socket owns no buffer. Reads land in a scratch buffer on the stack of the poll that
+//! made them, and only the bytes of an unfinished frame are kept (then freed once it completes).
+//! Writes send each frame's header and its shared payload side by side (`writev`), so a broadcast
+//! frame is never copied per subscriber.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::codec::{self, Decoded, Decoder, Message, OpCode, ReadError};
+
+/// Bytes read per poll when no frame is in progress; enough for a typical client message.
+const SCRATCH: usize = 2048;
+/// Linux refuses a `writev` of more than 1,024 slices.
+const MAX_SLICES: usize = 1024;
+
+pub struct WebSocket<S> {
+    io: S,
+    /// Bytes of a frame that is not complete yet. Empty (and unallocated) between frames.
+    pending: BytesMut,
+    decoder: Decoder,
+    /// The stream ended, failed, or the peer's close frame arrived: nothing more will be read.
+    read_done: bool,
+    /// A write was interrupted mid-frame: the stream is no longer framed, so nothing more is written.
+    write_broken: bool,
+    close_sent: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps an upgraded stream; `read_ahead` holds bytes the HTTP layer read past the handshake.
+    pub fn new(io: S, read_ahead: &[u8], max_message: usize) -> Self {
+        WebSocket {
+            io,
+            pending: BytesMut::from(read_ahead),
+            decoder: Decoder::new(max_message),
+            read_done: false,
+            write_broken: false,
+            close_sent: false,
+        }
+    }
+
+    /// The next message; `None` once the stream has ended (EOF, an I/O error, or after the peer's
+    /// close frame). After an `Err`, the caller closes with its code.
+    ///
+    /// Cancel-safe: everything read is kept in `self`, so dropping this future loses nothing.
+    pub async fn next(&mut self) -> Option<Result<Message, ReadError>> {
+        loop {
+            if self.read_done {
+                return None;
+            }
+            let need = match self.decoder.decode(&self.pending) {
+                Err(e) => {
+                    self.read_done = true;
+                    return Some(Err(e));
+                }
+                Ok(Decoded::NeedMore(need)) => need,
+                Ok(Decoded::Fragment { consumed }) => {
+                    self.consume(consumed);
+                    continue;
+                }
+                Ok(Decoded::Message { consumed, message }) => {
+                    self.consume(consumed);
+                    if matches!(message, Message::Close(_)) {
+                        self.read_done = true;
+                    }
+                    return Some(Ok(message));
+                }
+            };
+            match poll_fn(|cx| self.poll_fill(cx, need)).await {
+                Ok(0) | Err(_) => {
+                    self.read_done = true;
+                    return None;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pending.advance(n);
+        if self.pending.is_empty() {
+            // Let go of the allocation: an idle socket keeps no buffer.
+            self.pending = BytesMut::new();
+        }
+    }
+
+    /// Reads what is available towards a frame of `need` bytes.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, need: usize) -> Poll<io::Result<usize>> {
+        if self.pending.is_empty() {
+            // Between frames: read into the stack, keep only what arrived.
+            let mut scratch = [0u8; SCRATCH];
+            let mut buf = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            self.pending.extend_from_slice(buf.filled());
+            return Poll::Ready(Ok(buf.filled().len()));
+        }
+        // Mid-frame: read straight into the frame's buffer, sized for the whole frame.
+        let missing = need.saturating_sub(self.pending.len()).max(SCRATCH);
+        self.pending.reserve(missing);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.pending)
+    }
+
+    /// Writes text frames, with one system call when the stream takes vectored writes.
+    pub async fn send_frames(&mut self, frames: &[(OpCode, &[u8])]) -> io::Result<()> {
+        if self.write_broken || self.close_sent {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut headers = vec![[0u8; codec::MAX_SERVER_HEADER]; frames.len()];
+        let mut header_lens = Vec::with_capacity(frames.len());
+        for ((opcode, payload), header) in frames.iter().zip(headers.iter_mut()) {
+            header_lens.push(codec::encode_header(header, *opcode, payload.len()));
+        }
+        self.write_broken = true;
+        if self.io.is_write_vectored() {
+            let mut slices = Vec::with_capacity(frames.len() * 2);
+            for ((header, len), (_, payload)) in headers.iter().zip(&header_lens).zip(frames) {
+                slices.push(IoSlice::new(&header[..*len]));
+                if !payload.is_empty() {
+                    slices.push(IoSlice::new(payload));
+                }
+            }
+            let mut slices = &mut slices[..];
+            while !slices.is_empty() {
+                let window = slices.len().min(MAX_SLICES);
+                let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..window])).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut slices, n);
+            }
+        } else {
+            // TLS and other streams that would write slice by slice: one contiguous buffer instead.
+            let total: usize = frames.iter().zip(&header_lens).map(|((_, p), h)| p.len() + h).sum();
+            let mut joined = Vec::with_capacity(total);
+            for ((header, len), (_, payload)) in headers.iter().zip(&header_lens).zip(frames) {
+                joined.extend_from_slice(&header[..*len]);
+                joined.extend_from_slice(payload);
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut self.io, &joined).await?;
+        }
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await?;
+        self.write_broken = false;
+        Ok(())
+    }
+
+    pub async fn send_text(&mut self, text: &[u8]) -> io::Result<()> {
+        self.send_frames(&[(OpCode::Text, text)]).await
+    }
+
+    pub async fn send_pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_frames(&[(OpCode::Pong, payload)]).await
+    }
+
+    /// Sends a close frame (once): the code, and the reason cut to fit.
+    pub async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        let payload = codec::close_frame_payload(code, reason);
+        self.send_frames(&[(OpCode::Close, &payload)]).await?;
+        self.close_sent = true;
+        Ok(())
+    }
+
+    /// Answers the peer's close frame: the same code back (1000 when it gave none).
+    pub async fn answer_close(&mut self, theirs: &Option<(u16, String)>) -> io::Result<()> {
+        if self.close_sent {
+            return Ok(());
+        }
+        match theirs {
+            Some((code, _)) => self.send_close(*code, "").await,
+            None => {
+                self.send_frames(&[(OpCode::Close, &[])]).await?;
+                self.close_sent = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Shuts the write side down so the peer sees the end of the stream.
+    pub async fn shutdown(&mut self) {
+        let _ = poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        let mut body = payload.to_vec();
+        codec::apply_mask(&mut body, mask);
+        frame.extend(body);
+        frame
+    }
+
+    #[tokio::test]
+    async fn reads_frames_split_and_joined_across_reads_and_frees_its_buffer() {
+        let (mut client, server) = duplex(64);
+        let mut ws = WebSocket::new(server, &masked(0x1, b"ahead"), 1 << 16);
+        assert_eq!(ws.next().await, Some(Ok(Message::Text("ahead".into()))));
+        assert_eq!(ws.pending.capacity(), 0, "no buffer kept between messages");
+        let big = vec![b'z'; 5000];
+        let mut bytes = masked(0x1, b"one");
+        bytes.extend(masked(0x2, &big));
+        bytes.extend(masked(0x9, b"ping"));
+        let writer = tokio::spawn(async move {
+            for chunk in bytes.chunks(7) {
+                client.write_all(chunk).await.unwrap();
+            }
+            client
+        });
+        assert_eq!(ws.next().await, Some(Ok(Message::Text("one".into()))));
+        assert_eq!(ws.next().await, Some(Ok(Message::Binary(big))));
+        assert_eq!(ws.next().await, Some(Ok(Message::Ping(b"ping".to_vec()))));
+        assert_eq!(ws.pending.capacity(), 0);
+        drop(writer.await.unwrap());
+        assert_eq!(ws.next().await, None, "end of stream");
+    }
+
+    #[tokio::test]
+    async fn writes_frames_back_to_back_and_closes_once() {
+        let (mut client, server) = duplex(1 << 16);
+        let mut ws = WebSocket::new(server, &[], 1024);
+        let long = vec![b'x'; 300];
+        ws.send_frames(&[(OpCode::Text, b"hi"), (OpCode::Binary, &long), (OpCode::Ping, b"")]).await.unwrap();
+        ws.send_close(4100, "slow").await.unwrap();
+        assert!(ws.send_text(b"after close").await.is_err());
+        drop(ws);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let mut expected = vec![0x81, 2, b'h', b'i', 0x82, 126, 1, 44];
+        expected.extend(&long);
+        expected.extend([0x89, 0, 0x88, 6, 0x10, 0x04]);
+        expected.extend(b"slow");
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_ends_reading_with_its_error() {
+        let (mut client, server) = duplex(64);
+        let mut ws = WebSocket::new(server, &[], 1024);
+        client.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap(); // unmasked
+        assert!(matches!(ws.next().await, Some(Err(ReadError::Protocol(_)))));
+        assert_eq!(ws.next().await, None);
+    }
+}
