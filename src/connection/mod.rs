@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
 use crate::hub::{App, Hub, Outbound, OutboundReceiver, Outgoing, OverflowSignal};
 use crate::protocol::{ErrorCode, Frame, SocketId};
@@ -58,63 +58,46 @@ enum Exit {
     Policy(&'static str),
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve<S>(
-    ws: WebSocket<S>,
-    hub: Arc<Hub>,
-    handshake: Handshake,
-    limits: Limits,
-    shutdown: CancellationToken,
-) where
+/// Checks a new Pusher-protocol socket (app key, Origin, protocol version, connection quota) and
+/// greets it. Refused sockets get their error and close here; an accepted one is returned, ready
+/// to be served in a task of its own by [`Connection::serve`].
+pub async fn open<S>(mut ws: WebSocket<S>, hub: Arc<Hub>, handshake: Handshake, limits: Limits) -> Option<Connection<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let Some(app) = hub.app_by_key(&handshake.app_key).cloned() else {
         debug!("refused: unknown app key");
-        return goodbye(
-            ws,
-            Exit::Pusher(ErrorCode::AppNotFound, format!("App key {} does not exist", handshake.app_key)),
-        )
-        .await;
+        let message = format!("App key {} does not exist", handshake.app_key);
+        goodbye(&mut ws, Exit::Pusher(ErrorCode::AppNotFound, message)).await;
+        return None;
     };
     if !crate::protocol::origin::origin_allowed(&app.allowed_origins, handshake.origin.as_deref()) {
         debug!(app_id = %app.id, "refused: origin not allowed");
-        return goodbye(ws, Exit::Pusher(ErrorCode::Unauthorized, "Origin not allowed".into())).await;
+        goodbye(&mut ws, Exit::Pusher(ErrorCode::Unauthorized, "Origin not allowed".into())).await;
+        return None;
     }
     if let Err(code) = check_protocol_version(handshake.protocol.as_deref()) {
-        return goodbye(ws, Exit::Pusher(code, code.message().into())).await;
+        goodbye(&mut ws, Exit::Pusher(code, code.message().into())).await;
+        return None;
     }
     if !hub.connection_opened(&app).await {
-        return goodbye(
-            ws,
-            Exit::Pusher(ErrorCode::OverConnectionQuota, ErrorCode::OverConnectionQuota.message().into()),
-        )
-        .await;
+        let code = ErrorCode::OverConnectionQuota;
+        goodbye(&mut ws, Exit::Pusher(code, code.message().into())).await;
+        return None;
     }
     let socket_id = hub.next_socket_id();
-    let span = info_span!("connection", app_id = %app.id, socket_id = %socket_id);
-    let app_id = app.id.clone();
-    async move {
-        debug!("connected");
-        crate::metrics::connection_opened(&app.id);
-        hub.feed.record(&app.id, "connection", None, Some(socket_id.to_string()), "");
-        let liveness = Liveness::new(Instant::now(), &app);
-        let mut conn = Connection::new(ws, hub.clone(), app, socket_id, limits, Mode::Pusher, liveness);
-        conn.out.push(Frame::connection_established(socket_id, conn.app.activity_timeout));
-        let exit = conn.run(&shutdown).await;
-        debug!(?exit, "closing");
-        hub.feed.record(&app_id, "disconnection", None, Some(socket_id.to_string()), &format!("{exit:?}"));
-        Box::pin(conn.leave_all_channels()).await;
-        Box::pin(goodbye(conn.ws, exit)).await;
-        hub.connection_closed(&app_id).await;
-    }
-    .instrument(span)
-    .await
+    crate::metrics::connection_opened(&app.id);
+    hub.feed.record(&app.id, "connection", None, Some(socket_id.to_string()), "");
+    let liveness = Liveness::new(Instant::now(), &app);
+    let conn = Connection::new(ws, hub, app, socket_id, limits, Mode::Pusher, liveness);
+    conn.out.push(Frame::connection_established(socket_id, conn.app.activity_timeout));
+    Some(conn)
 }
 
-/// Serves the WebSocket conformance echo endpoint (`[server] echo_path`, off by default): the same
-/// connection loop, queue and writer as the Pusher endpoint, with every message sent back as it came,
+/// A connection for the WebSocket conformance echo endpoint (`[server] echo_path`, off by default):
+/// the same loop, queue and writer as the Pusher endpoint, with every message sent back as it came,
 /// so that the Autobahn TestSuite exercises the code real clients use.
-pub async fn serve_echo<S>(ws: WebSocket<S>, hub: Arc<Hub>, limits: Limits, shutdown: CancellationToken)
+pub fn open_echo<S>(ws: WebSocket<S>, hub: Arc<Hub>, limits: Limits) -> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -123,9 +106,7 @@ where
     app.ping_interval = 3600;
     app.activity_timeout = 3600;
     let liveness = Liveness::new(Instant::now(), &app);
-    let mut conn = Connection::new(ws, hub, Arc::new(app), socket_id, limits, Mode::Echo, liveness);
-    let exit = conn.run(&shutdown).await;
-    goodbye(conn.ws, exit).await;
+    Connection::new(ws, hub, Arc::new(app), socket_id, limits, Mode::Echo, liveness)
 }
 
 /// Which endpoint a connection serves.
@@ -151,14 +132,14 @@ pub struct PlainHandshake {
     pub user_id: Option<String>,
 }
 
-/// Serves a plain WebSocket client (no Pusher library) in one room.
-pub async fn serve_plain<S>(
+/// Authenticates a plain WebSocket client (no Pusher library) and joins it to its room.
+pub async fn open_plain<S>(
     mut ws: WebSocket<S>,
     hub: Arc<Hub>,
     handshake: PlainHandshake,
     limits: Limits,
-    shutdown: CancellationToken,
-) where
+) -> Option<Connection<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let PlainHandshake { app, room, channel, user_id } = handshake;
@@ -166,36 +147,30 @@ pub async fn serve_plain<S>(
         Some(user) => user,
         None => match first_message_auth(&mut ws, &app, &room).await {
             Ok(user) => user,
-            Err(reason) => return goodbye(ws, Exit::Policy(reason)).await,
+            Err(reason) => {
+                goodbye(&mut ws, Exit::Policy(reason)).await;
+                return None;
+            }
         },
     };
     if !hub.connection_opened(&app).await {
-        return goodbye(ws, Exit::Policy("Over the app's connection quota")).await;
+        goodbye(&mut ws, Exit::Policy("Over the app's connection quota")).await;
+        return None;
     }
     let socket_id = hub.next_socket_id();
-    let span = info_span!("plain", app_id = %app.id, socket_id = %socket_id);
-    let app_id = app.id.clone();
-    async move {
-        crate::metrics::connection_opened(&app.id);
-        // Plain clients answer WebSocket pings, not pusher:ping: only those are sent.
-        let liveness = Liveness::new(Instant::now(), &app).websocket_pings_only();
-        let mode = Mode::Plain { channel: channel.clone(), user_id: user_id.clone() };
-        let mut conn = Connection::new(ws, hub.clone(), app.clone(), socket_id, limits, mode, liveness);
-        let name = crate::protocol::ChannelName::parse(&channel);
-        let joined = Frame::plain_joined(&channel, &room, &user_id, &socket_id.to_string());
-        if let Ok(name) = name {
-            // The join confirmation is queued by the registry, under the room's lock.
-            if hub.subscribe_confirmed(&app, &name, &conn.out, None, Some(joined)).await.is_ok() {
-                conn.channels.insert(channel.clone(), None);
-            }
+    crate::metrics::connection_opened(&app.id);
+    // Plain clients answer WebSocket pings, not pusher:ping: only those are sent.
+    let liveness = Liveness::new(Instant::now(), &app).websocket_pings_only();
+    let mode = Mode::Plain { channel: channel.clone(), user_id: user_id.clone() };
+    let mut conn = Connection::new(ws, hub.clone(), app.clone(), socket_id, limits, mode, liveness);
+    let joined = Frame::plain_joined(&channel, &room, &user_id, &socket_id.to_string());
+    if let Ok(name) = crate::protocol::ChannelName::parse(&channel) {
+        // The join confirmation is queued by the registry, under the room's lock.
+        if hub.subscribe_confirmed(&app, &name, &conn.out, None, Some(joined)).await.is_ok() {
+            conn.channels.insert(channel, None);
         }
-        let exit = conn.run(&shutdown).await;
-        Box::pin(conn.leave_all_channels()).await;
-        Box::pin(goodbye(conn.ws, exit)).await;
-        hub.connection_closed(&app_id).await;
     }
-    .instrument(span)
-    .await
+    Some(conn)
 }
 
 /// Waits (bounded) for `{"type":"auth","token":"..."}` and verifies it.
@@ -245,7 +220,9 @@ fn check_protocol_version(protocol: Option<&str>) -> Result<(), ErrorCode> {
     }
 }
 
-struct Connection<S> {
+/// One accepted socket and everything it owns. It lives in its own task ([`Connection::serve`]),
+/// kept small: an idle connection is this struct, its queue and its registry entries.
+pub struct Connection<S> {
     ws: WebSocket<S>,
     hub: Arc<Hub>,
     app: App,
@@ -293,6 +270,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             client_event_limiter: None,
             message_limiter: None,
             mode,
+        }
+    }
+
+    /// Serves the connection until it closes, then leaves its channels and says goodbye. `hold`
+    /// is kept until then (the server's count of open sockets).
+    ///
+    /// Spawn the returned future on its own: it owns the connection in place (nothing else rides
+    /// along in the task), so an idle connection's task is as small as the connection itself.
+    pub fn serve<G: Send + 'static>(
+        mut self,
+        shutdown: CancellationToken,
+        hold: G,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: 'static,
+    {
+        // A debug span: at the default level no per-connection span is kept (it costs ~0.5 KB).
+        let span = match &self.mode {
+            Mode::Plain { .. } => debug_span!("plain", app_id = %self.app.id, socket_id = %self.socket_id),
+            _ => debug_span!("connection", app_id = %self.app.id, socket_id = %self.socket_id),
+        };
+        async move {
+            let _hold = hold;
+            debug!("connected");
+            let exit = self.run(&shutdown).await;
+            // Boxed: leaving channels and the goodbye are big futures, run once.
+            Box::pin(self.finish(exit)).await;
+        }
+        .instrument(span)
+    }
+
+    /// Leaves every channel and closes the socket the way `exit` calls for.
+    async fn finish(mut self, exit: Exit) {
+        debug!(?exit, "closing");
+        if self.mode == Mode::Pusher {
+            let reason = format!("{exit:?}");
+            self.hub.feed.record(&self.app.id, "disconnection", None, Some(self.socket_id.to_string()), &reason);
+        }
+        self.leave_all_channels().await;
+        goodbye(&mut self.ws, exit).await;
+        if self.mode != Mode::Echo {
+            self.hub.connection_closed(&self.app.id).await;
         }
     }
 
@@ -462,7 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 /// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
-async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(mut ws: WebSocket<S>, exit: Exit) {
+async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(ws: &mut WebSocket<S>, exit: Exit) {
     match &exit {
         Exit::Gone => crate::metrics::disconnected(None),
         Exit::Pusher(code, _) => {

@@ -46,9 +46,6 @@ struct Shared {
     closed: AtomicBool,
 }
 
-/// A drained queue keeps at most this much capacity; a burst's larger buffer is freed.
-const KEEP_CAPACITY: usize = 16;
-
 impl Shared {
     fn enqueue(&self, item: Outgoing) -> bool {
         if self.closed.load(Ordering::Acquire) {
@@ -171,7 +168,8 @@ impl OutboundReceiver {
                 if !queue.is_empty() {
                     let n = queue.len().min(max);
                     into.extend(queue.drain(..n));
-                    if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+                    if queue.is_empty() {
+                        // An idle connection keeps no queue buffer.
                         *queue = VecDeque::new();
                     }
                     return n;

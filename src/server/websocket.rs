@@ -85,6 +85,7 @@ pub(super) fn accept(
                 return;
             }
         };
+        // Counted from the upgrade, so that a shutdown also waits for sockets still being checked.
         let _open = OpenSocket::new(&state);
         serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint).await;
     });
@@ -104,8 +105,8 @@ pub(super) fn accept(
 }
 
 /// Takes the plain (or TLS) stream back from hyper, with any bytes it had already read, and serves
-/// it. Each stream type's connection is boxed on its own, so a task is the size of its own kind of
-/// connection, not of the largest (a TLS session is much bigger than a TCP stream).
+/// it. Each stream type's connection gets a task of its own type, so a plain TCP connection's task
+/// is not sized for a TLS session.
 async fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
@@ -120,7 +121,7 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            return Box::pin(async move { run(ws, &state, limits, endpoint).await }).await;
+            return run(ws, &state, limits, endpoint).await;
         }
         Err(upgraded) => upgraded,
     };
@@ -129,27 +130,30 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            Box::pin(async move { run(ws, &state, limits, endpoint).await }).await
+            run(ws, &state, limits, endpoint).await
         }
         Err(upgraded) => {
-            Box::pin(async move {
-                let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
-                run(ws, &state, limits, endpoint).await
-            })
-            .await
+            let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
+            run(ws, &state, limits, endpoint).await
         }
     }
 }
 
+/// Runs the endpoint's checks in the upgrade task, then serves an accepted connection in a task of
+/// its own: the upgrade's state (hyper's handshake, this function's locals) is freed, and the
+/// long-lived task holds only the connection.
 async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (hub, shutdown) = (state.hub.clone(), state.shutdown.clone());
-    match endpoint {
-        Endpoint::Pusher(handshake) => connection::serve(ws, hub, handshake, limits, shutdown).await,
-        Endpoint::Echo => connection::serve_echo(ws, hub, limits, shutdown).await,
-        Endpoint::Plain(handshake) => connection::serve_plain(ws, hub, handshake, limits, shutdown).await,
+    let hub = state.hub.clone();
+    let conn = match endpoint {
+        Endpoint::Pusher(handshake) => connection::open(ws, hub, handshake, limits).await,
+        Endpoint::Echo => Some(connection::open_echo(ws, hub, limits)),
+        Endpoint::Plain(handshake) => connection::open_plain(ws, hub, handshake, limits).await,
+    };
+    if let Some(conn) = conn {
+        tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
     }
 }
 

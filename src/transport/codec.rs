@@ -493,19 +493,21 @@ mod tests {
         assert_eq!(decoder.decode(&client_frame(true, 0x0, &[0x82])), Err(ReadError::InvalidUtf8));
         assert_eq!(Decoder::new(1024).decode(&client_frame(true, 0x1, &[0xC0, 0xAF])), Err(ReadError::InvalidUtf8));
         // Binary messages are not checked.
-        assert_eq!(message(&mut Decoder::new(1024), &client_frame(true, 0x2, &[0xFF])), Ok(Message::Binary(vec![0xFF])));
+        assert_eq!(
+            message(&mut Decoder::new(1024), &client_frame(true, 0x2, &[0xFF])),
+            Ok(Message::Binary(vec![0xFF]))
+        );
     }
 
     #[test]
     fn close_frames() {
         let close = |payload: &[u8]| Decoder::new(1024).decode(&client_frame(true, 0x8, payload));
-        assert_eq!(
-            close(&[]),
-            Ok(Decoded::Message { consumed: 6, message: Message::Close(None) })
-        );
+        assert_eq!(close(&[]), Ok(Decoded::Message { consumed: 6, message: Message::Close(None) }));
         let mut normal = 1000u16.to_be_bytes().to_vec();
         normal.extend_from_slice(b"bye");
-        assert!(matches!(close(&normal), Ok(Decoded::Message { message: Message::Close(Some((1000, ref r))), .. }) if r == "bye"));
+        assert!(
+            matches!(close(&normal), Ok(Decoded::Message { message: Message::Close(Some((1000, ref r))), .. }) if r == "bye")
+        );
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.push(0xFF);
         assert_eq!(close(&bad_reason), Err(ReadError::InvalidUtf8));
