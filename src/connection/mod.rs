@@ -7,8 +7,8 @@
 
 mod handler;
 mod liveness;
+mod subscriptions;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::protocol::{ErrorCode, Frame, SocketId};
 use crate::transport::{Message, OpCode, WebSocket};
 
 use liveness::Liveness;
+use subscriptions::Subscriptions;
 
 /// Most frames taken from the queue for one coalesced write.
 const MAX_BATCH: usize = 256;
@@ -232,7 +233,7 @@ pub struct Connection<S> {
     overflow: OverflowSignal,
     /// Channels this socket is subscribed to (with the presence user it joined as), so a
     /// disconnect leaves them all.
-    channels: HashMap<String, Option<String>>,
+    channels: Subscriptions,
     liveness: Liveness,
     /// The signed-in user (`pusher:signin`).
     user_id: Option<String>,
@@ -264,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             out,
             rx,
             overflow,
-            channels: HashMap::new(),
+            channels: Subscriptions::default(),
             liveness,
             user_id: None,
             client_event_limiter: None,
@@ -474,7 +475,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     async fn leave_all_channels(&mut self) {
-        for channel in std::mem::take(&mut self.channels).into_keys() {
+        for channel in self.channels.take_names() {
             self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
         }
     }
