@@ -1,6 +1,6 @@
 //! `herald-floor`: the floor baseline for `herald bench`. The least a Pusher-shaped broadcast server can do,
-//! on the same crates as Herald (tokio, hyper, tokio-tungstenite), so that Herald / floor measures what
-//! Herald's protocol layer costs and nothing else.
+//! on the same parts as Herald (tokio, hyper, Herald's own WebSocket transport), so that Herald / floor
+//! measures what Herald's protocol layer costs and nothing else.
 //!
 //! What it does, and nothing more:
 //! - `GET /app/{anything}` with a WebSocket upgrade: 101, then a canned `pusher:connection_established`
@@ -13,7 +13,7 @@
 //!   with one serde pass over borrowed strings, builds the frame once, and queues the same bytes to every
 //!   socket of the channel. Answers 200 `{"batch":[{},...]}`.
 //! - Writing: as Herald, a per-connection unbounded queue and one task per socket that takes everything
-//!   queued (up to 256 frames), feeds it into the WebSocket buffer and flushes once.
+//!   queued (up to 256 frames) and writes it with one vectored write.
 //! - `GET /up`: 200.
 //!
 //! What it skips (each is work Herald does): app lookup by key or id and every `pusher:error` / close code;
@@ -22,7 +22,7 @@
 //! batch length; `socket_id` exclusion and `info` on publish; the per-connection byte limit and slow-consumer
 //! disconnect (queues are unbounded); activity timeouts and server pings; per-connection channel limits;
 //! connection counting and quotas; graceful shutdown; logging and tracing spans; message size limits
-//! beyond tungstenite's defaults. It is a measuring stick, never a server to deploy.
+//! (it takes up to 64 MiB). It is a measuring stick, never a server to deploy.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use bytes::Bytes;
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use herald::transport::{Message, OpCode, WebSocket};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -42,12 +42,11 @@ use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 
 /// Most frames written in one flush, as in Herald.
 const MAX_BATCH: usize = 256;
+/// No limit of its own: large enough for any benchmark message.
+const MAX_MESSAGE: usize = 64 << 20;
 /// Largest HTTP body read.
 const MAX_BODY: usize = 1 << 20;
 
@@ -211,23 +210,16 @@ fn upgrade(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else { return };
-        // The same buffer sizes as Herald: a small read buffer (most Pusher messages are tiny), frames
-        // gathered in the write buffer until the explicit flush.
-        let config = WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(64 * 1024);
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Copy the few bytes hyper read ahead and drop its read buffer now (as Herald does): kept
                 // alive for the connection's life it would cost kilobytes per idle socket.
                 let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                let ahead = read_buf.to_vec();
+                let ws = WebSocket::new(io.into_inner(), &read_buf, MAX_MESSAGE);
                 drop(read_buf);
-                let ws = WebSocketStream::from_partially_read(io.into_inner(), ahead, Role::Server, Some(config)).await;
                 socket(state, ws).await;
             }
-            Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                socket(state, ws).await;
-            }
+            Err(upgraded) => socket(state, WebSocket::new(TokioIo::new(upgraded), &[], MAX_MESSAGE)).await,
         }
     });
     let mut response = Response::new(Body::empty());
@@ -257,7 +249,7 @@ struct SubscribeData {
 }
 
 /// One socket: read, answer, relay; write everything queued with one flush.
-async fn socket<S>(state: Arc<State>, mut ws: WebSocketStream<S>)
+async fn socket<S>(state: Arc<State>, mut ws: WebSocket<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -272,10 +264,9 @@ where
     loop {
         tokio::select! {
             incoming = ws.next() => match incoming {
-                Some(Ok(Message::Text(text))) => on_text(&state, id, &tx, &mut joined, text.as_str()),
-                // tungstenite queued the pong: send it now.
-                Some(Ok(Message::Ping(_))) => {
-                    if ws.flush().await.is_err() {
+                Some(Ok(Message::Text(text))) => on_text(&state, id, &tx, &mut joined, &text),
+                Some(Ok(Message::Ping(payload))) => {
+                    if ws.send_pong(&payload).await.is_err() {
                         break;
                     }
                 }
@@ -286,16 +277,11 @@ where
                 if n == 0 {
                     break;
                 }
-                let mut failed = false;
-                for bytes in batch.drain(..) {
-                    let Ok(text) = Utf8Bytes::try_from(bytes) else { continue };
-                    if ws.feed(Message::Text(text)).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
+                let frames: Vec<(OpCode, &[u8])> = batch.iter().map(|b| (OpCode::Text, &b[..])).collect();
+                let written = ws.send_frames(&frames).await;
+                drop(frames);
                 batch.clear();
-                if failed || ws.flush().await.is_err() {
+                if written.is_err() {
                     break;
                 }
             }
