@@ -409,3 +409,75 @@ async fn resubscribing_as_another_user_removes_the_first_one() {
     let (_, users) = server.api("GET", &format!("/apps/{APP_ID}/channels/presence-switch/users"), "", &[]).await;
     assert_eq!(users, json!({"users": [{"id": "2"}, {"id": "w"}]}));
 }
+
+/// Two tabs of one user racing: one leaves while the other joins, or both join at once. However the
+/// connections' work interleaves on the server (and on Redis, in the adapter rerun), a user stays a
+/// member while one of its tabs is subscribed, and a joining tab finds itself in the member list.
+/// Twenty users race at once, five times over, to give the interleavings a chance to happen.
+/// Checked by hand: with a 5 ms pause inserted between a leave's two steps on the server and a 1 ms lag
+/// before each rejoin here, this fails without the hub's per-member lock and passes with it.
+#[tokio::test]
+async fn a_users_tabs_joining_and_leaving_at_once_keep_the_member_list_right() {
+    let server = std::sync::Arc::new(TestServer::start("", "").await);
+    let subscribe = |socket_id: &str, channel: &str, user: &str| {
+        let channel_data = json!({"user_id": user, "user_info": {}}).to_string();
+        let auth = make_auth(KEY, SECRET, &channel_auth_message(socket_id, channel, Some(&channel_data)));
+        json!({"event":"pusher:subscribe","data":{"channel": channel, "auth": auth, "channel_data": channel_data}})
+            .to_string()
+    };
+    for round in 0..5 {
+        let channel = format!("presence-race-{round}");
+        let mut users = Vec::new();
+        for index in 0..20u64 {
+            let (server, channel) = (server.clone(), channel.clone());
+            let user = format!("u{index}");
+            users.push(tokio::spawn(async move {
+                let (mut first, first_id) = server.connect().await;
+                let (mut second, second_id) = server.connect().await;
+                // Both tabs join at the same moment: each must see its user in the member list.
+                let (a, b) = (subscribe(&first_id, &channel, &user), subscribe(&second_id, &channel, &user));
+                tokio::join!(first.send(&a), second.send(&b));
+                for tab in [&mut first, &mut second] {
+                    let reply = next_event(tab, "pusher_internal:subscription_succeeded").await;
+                    let ids = data_of(&reply)["presence"]["ids"].clone();
+                    assert!(ids.as_array().unwrap().contains(&json!(user)), "{user} missing from its own list: {ids}");
+                }
+                // The second tab goes; then the first, now the user's last, leaves while the user joins
+                // again from a third.
+                drop(second);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let (mut third, third_id) = server.connect().await;
+                let leave = json!({"event":"pusher:unsubscribe","data":{"channel": &channel}}).to_string();
+                let c = subscribe(&third_id, &channel, &user);
+                // Each user rejoins a little later than the last (0-100 us after the leave), so that some
+                // rejoin while the leave is still between this node's bookkeeping and the store.
+                first.send(&leave).await;
+                let lag = Duration::from_micros(5 * index);
+                let sent = std::time::Instant::now();
+                while sent.elapsed() < lag {
+                    std::hint::spin_loop();
+                }
+                third.send(&c).await;
+                next_event(&mut third, "pusher_internal:subscription_succeeded").await;
+                (first, third)
+            }));
+        }
+        let mut keep = Vec::new();
+        for user in users {
+            keep.push(user.await.expect("a user's tabs"));
+        }
+        // Every user still has its third tab subscribed.
+        let path = format!("/apps/{APP_ID}/channels/{channel}/users");
+        let mut listed = 0;
+        for _ in 0..50 {
+            let (_, body) = server.api("GET", &path, "", &[]).await;
+            listed = body["users"].as_array().map_or(0, Vec::len);
+            if listed == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(listed, 20, "round {round}: users with a subscribed tab are missing from the channel");
+        drop(keep);
+    }
+}

@@ -5,6 +5,7 @@
 //! to the adapter, which delivers it on every node (see [`crate::adapter`]).
 
 pub mod feed;
+mod member_lock;
 pub mod outbound;
 pub mod registry;
 
@@ -47,6 +48,8 @@ pub struct Hub {
     next_seq: AtomicU64,
     /// Recent activity for the dashboard (recording is off unless the dashboard is on).
     pub feed: feed::Feed,
+    /// Orders one node's joins and leaves of the same presence member.
+    member_locks: member_lock::MemberLocks,
 }
 
 impl Hub {
@@ -100,6 +103,7 @@ impl Hub {
             node,
             next_seq: AtomicU64::new(1),
             feed: feed::Feed::new(false),
+            member_locks: member_lock::MemberLocks::default(),
         })
     }
 
@@ -188,6 +192,11 @@ impl Hub {
     ) -> Result<Subscribed, SubscribeError> {
         let name = channel.name;
         let mut announce = false;
+        // Held until the join is announced: a concurrent leave of the same user waits, then sees it.
+        let guard = match member {
+            Some(member) => Some(self.member_locks.lock(&app.id, name, &member.user_id).await),
+            None => None,
+        };
         let succeeded = match member {
             None => "{}".to_owned(),
             Some(member) => {
@@ -214,9 +223,6 @@ impl Hub {
         let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, confirmation, user_id) else {
             return Err(SubscribeError::UnknownApp);
         };
-        if let Some(old_user) = &subscribed.replaced_last_socket_of {
-            self.user_left(&app.id, name, old_user).await;
-        }
         if subscribed.new {
             self.adapter.subscription_changed(&app.id, name, 1).await;
             self.feed.record(&app.id, "subscribed", Some(name), Some(out.socket_id().to_string()), "");
@@ -230,6 +236,11 @@ impl Hub {
             self.publish(Broadcast { app_id: app.id.clone(), channel: name.to_owned(), frame, except }).await;
             let user_id = member.user_id.clone();
             self.webhooks.emit(&app.id, WebhookEvent::MemberAdded { channel: name.to_owned(), user_id });
+        }
+        drop(guard);
+        if let Some(old_user) = &subscribed.replaced_last_socket_of {
+            // After the guard: the old user may share its lock stripe.
+            self.user_left(&app.id, name, old_user).await;
         }
         if subscribed.cache_miss {
             self.webhooks.emit(&app.id, WebhookEvent::CacheMiss { channel: name.to_owned() });
@@ -256,6 +267,11 @@ impl Hub {
     /// A presence user's last socket on this node left a channel: if it was the user's last in the
     /// cluster, everyone is told.
     async fn user_left(&self, app_id: &str, channel: &str, user_id: &str) {
+        let _guard = self.member_locks.lock(app_id, channel, user_id).await;
+        if self.registry.local_user_sockets(app_id, channel, user_id) > 0 {
+            // Another socket of the user joined here meanwhile: the member stays.
+            return;
+        }
         if self.adapter.presence_leave(app_id, channel, user_id).await {
             let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
             self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except: None })

@@ -109,6 +109,12 @@ impl Registry {
         *sockets == 1
     }
 
+    /// How many of this node's sockets are in `channel` as `user_id`.
+    pub fn local_user_sockets(&self, app_id: &str, channel: &str, user_id: &str) -> usize {
+        let Some(app) = self.apps.get(app_id) else { return 0 };
+        app.channels.get(channel).and_then(|c| c.local_users.get(user_id).copied()).unwrap_or(0)
+    }
+
     /// Takes back an `add_local_user`; true when it was the user's last socket here.
     pub fn remove_local_user(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
         let Some(app) = self.apps.get(app_id) else { return false };
