@@ -1,7 +1,8 @@
 //! What travels on the Redis pub/sub channel between nodes.
 //!
-//! One message per event per node: a small JSON header line, then the frame's bytes as they go
-//! out on the sockets, so a receiving node delivers without re-serialising anything.
+//! One record per event: a small JSON header line, then the frame's bytes as they go out on the
+//! sockets, so a receiving node delivers without re-serialising anything. Records queued together
+//! travel as one pub/sub message ([`encode_many`]): a batch of ten events costs one PUBLISH.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,38 @@ pub fn encode(node: u32, envelope: &Envelope) -> Vec<u8> {
     out
 }
 
-/// Decodes a message; `None` for anything malformed (logged by the caller, never fatal).
+/// Marks a message of several records; a single record starts with its JSON header (`{`).
+const MANY: u8 = b'M';
+
+/// Several encoded records as one message: the marker, then each record as a 4-byte big-endian
+/// length and its bytes.
+pub fn encode_many(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + records.iter().map(|r| 4 + r.len()).sum::<usize>());
+    out.push(MANY);
+    for record in records {
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
+
+/// Every record of a message, in order; malformed ones are skipped (the caller logs, never fatal).
+pub fn decode_all(payload: &[u8]) -> Vec<Option<(u32, Envelope)>> {
+    let Some((&MANY, mut rest)) = payload.split_first() else { return vec![decode(payload)] };
+    let mut records = Vec::new();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(record) = tail.get(..len) else {
+            records.push(None);
+            break;
+        };
+        records.push(decode(record));
+        rest = &tail[len..];
+    }
+    records
+}
+
+/// Decodes one record; `None` for anything malformed.
 pub fn decode(payload: &[u8]) -> Option<(u32, Envelope)> {
     let split = payload.iter().position(|b| *b == b'\n')?;
     let header: Header = serde_json::from_slice(&payload[..split]).ok()?;
@@ -97,6 +129,14 @@ mod tests {
         let t = encode(1, &Envelope::Terminate { app_id: "1".into(), user_id: "42".into() });
         assert!(matches!(decode(&t), Some((1, Envelope::Terminate { .. }))));
         assert!(decode(b"garbage").is_none());
+        let many = encode_many(&[t.clone(), b"garbage".to_vec(), t.clone()]);
+        let all = decode_all(&many);
+        assert_eq!(all.len(), 3);
+        assert!(matches!(all[0], Some((1, Envelope::Terminate { .. }))) && all[1].is_none() && all[2].is_some());
+        assert!(matches!(decode_all(&t)[..], [Some((1, Envelope::Terminate { .. }))]), "a single record");
+        let mut cut = encode_many(std::slice::from_ref(&t));
+        cut.truncate(cut.len() - 1);
+        assert!(matches!(decode_all(&cut)[..], [None]), "a truncated record is reported, not read past");
         assert!(decode(b"{\"n\":1,\"k\":\"b\",\"a\":\"1\"}\n{}").is_none(), "a broadcast needs a channel");
     }
 }

@@ -1,8 +1,9 @@
 //! The Redis adapter: many Herald nodes behind a load balancer act as one server.
 //!
-//! - **Messages**: every publish is delivered to this node's sockets at once and PUBLISHed on one
-//!   Redis channel; every other node delivers it to its own sockets. One message per event per
-//!   node, never one per subscriber.
+//! - **Messages**: every publish is delivered to this node's sockets at once and queued for one
+//!   Redis channel; a publisher task sends whatever has queued up as one PUBLISH, in order, and
+//!   every other node delivers it to its own sockets. At most one message per event, never one
+//!   per subscriber; under load, one per batch of events.
 //! - **State**: each node keeps its subscription and connection counts in its own Redis hashes,
 //!   and presence/occupancy in shared hashes updated by Lua scripts (see `scripts`). Questions
 //!   about the cluster (channel info, users) are answered from Redis, with no request/response
@@ -58,7 +59,15 @@ pub struct RedisAdapter {
     events: Mutex<Option<mpsc::Receiver<ClusterEvent>>>,
     events_tx: mpsc::Sender<ClusterEvent>,
     scripts: Scripts,
+    /// Encoded bus records waiting for the publisher task, which sends what has queued up as one
+    /// PUBLISH. Bounded: when Redis is slower than the publishers, they wait.
+    outbox: mpsc::Sender<Vec<u8>>,
 }
+
+/// Records queued for the bus before publishers wait.
+const OUTBOX: usize = 8192;
+/// Most records in one PUBLISH.
+const MAX_RECORDS_PER_PUBLISH: usize = 64;
 
 struct Scripts {
     join: Script,
@@ -85,7 +94,9 @@ impl RedisAdapter {
             .await
             .map_err(|e| anyhow::anyhow!("[scaling] cannot connect to Redis at {}: {e}", redact(&settings.urls)))?;
         let (events_tx, events) = mpsc::channel(10_000);
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let adapter = Arc::new(RedisAdapter {
+            outbox,
             local,
             node,
             settings,
@@ -108,6 +119,7 @@ impl RedisAdapter {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(adapter.clone().subscribe_loop(ready_tx));
         tokio::spawn(adapter.clone().heartbeat_loop());
+        tokio::spawn(adapter.clone().publish_loop(outbox_rx));
         // Serve only once cross-node delivery works (bounded: a slow Redis is reported, not awaited forever).
         if tokio::time::timeout(Duration::from_secs(10), ready_rx).await.is_err() {
             warn!("Redis subscription not ready after 10 s; serving local traffic meanwhile");
@@ -153,11 +165,27 @@ impl RedisAdapter {
         }
     }
 
+    /// Queues a record for the bus; the publisher task sends it, in order, with whatever else is queued.
     async fn publish_envelope(&self, envelope: &Envelope) {
-        let payload = bus::encode(self.node, envelope);
-        let cmd = redis::cmd("PUBLISH").arg(&self.settings.prefix).arg(payload).clone();
-        if let Err(e) = self.commands.query::<i64>(&cmd).await {
-            self.failed("publish", &e);
+        if self.outbox.send(bus::encode(self.node, envelope)).await.is_err() {
+            warn!("the Redis publisher task has stopped: cross-node delivery is off");
+        }
+    }
+
+    /// Sends the queued records, as many as have queued up (up to a limit) in one PUBLISH: under load
+    /// a batch of events crosses Redis as one message, at idle each goes out at once.
+    async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::Receiver<Vec<u8>>) {
+        let mut records = Vec::new();
+        while outbox.recv_many(&mut records, MAX_RECORDS_PER_PUBLISH).await > 0 {
+            let payload = match records.len() {
+                1 => records.pop().unwrap_or_default(),
+                _ => bus::encode_many(&records),
+            };
+            records.clear();
+            let cmd = redis::cmd("PUBLISH").arg(&self.settings.prefix).arg(payload).clone();
+            if let Err(e) = self.commands.query::<i64>(&cmd).await {
+                self.failed("publish", &e);
+            }
         }
     }
 
@@ -217,19 +245,21 @@ impl RedisAdapter {
     }
 
     async fn on_bus_message(&self, payload: &[u8]) {
-        let Some((from, envelope)) = bus::decode(payload) else {
-            debug!("ignored a malformed message on the Redis channel");
-            return;
-        };
-        if from == self.node {
-            return;
-        }
-        match envelope {
-            Envelope::Broadcast(b) => {
-                self.local.deliver(&b);
+        for record in bus::decode_all(payload) {
+            let Some((from, envelope)) = record else {
+                debug!("ignored a malformed message on the Redis channel");
+                continue;
+            };
+            if from == self.node {
+                continue;
             }
-            Envelope::Terminate { app_id, user_id } => {
-                self.local.terminate_user(&app_id, &user_id);
+            match envelope {
+                Envelope::Broadcast(b) => {
+                    self.local.deliver(&b);
+                }
+                Envelope::Terminate { app_id, user_id } => {
+                    self.local.terminate_user(&app_id, &user_id);
+                }
             }
         }
     }
