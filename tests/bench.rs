@@ -180,6 +180,21 @@ fn every_scenario_against_herald() {
     assert_all_subscribed(&r, 300);
     assert_eq!(u(&r["setup"]["concurrency"]), 300, "{r:#}");
     assert!(f(&r["setup"]["seconds_until_all_subscribed"]) > 0.0, "{r:#}");
+
+    // 200 clients in 10 presence channels of 20; in each, one member leaves and rejoins twice a second
+    // for 3 s: 6 cycles x (member_removed + member_added) to 19 others, only member_added timed.
+    let r = bench(
+        &server,
+        &["--scenario", "presence", "--connections", "200", "--room-size", "20", "--rate", "2", "--duration", "3"],
+    );
+    assert_all_subscribed(&r, 200);
+    let t = &r["traffic"];
+    assert_eq!(u(&t["events_sent"]), 10 * 6 * 2, "{r:#}");
+    assert_eq!(u(&t["expected_deliveries"]), 10 * 6 * 2 * 19, "{r:#}");
+    assert_eq!(u(&t["deliveries"]), 10 * 6 * 2 * 19, "{r:#}");
+    assert_eq!((u(&t["lost"]), u(&t["disconnects"]), u(&t["server_errors"])), (0, 0, 0), "{r:#}");
+    assert_eq!(u(&r["latency"]["count"]), 10 * 6 * 19, "{r:#}");
+    assert!(f(&r["latency"]["p50_ms"]) > 0.0, "{r:#}");
 }
 
 #[test]

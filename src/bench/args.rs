@@ -26,8 +26,9 @@ pub enum Scenario {
     Idle,
     /// N clients connect and subscribe all at once: time until all are subscribed, handshakes/s.
     Storm,
-    // `presence` (100-member presence channels, members joining and leaving: member events/s, p99) is added
-    // once Herald serves presence channels; it needs `channel_data` signing and member_added/removed counting.
+    /// N clients in presence channels of --room-size members; one member per channel leaves and rejoins
+    /// --rate times a second: member events/s delivered, member_added latency.
+    Presence,
 }
 
 impl Scenario {
@@ -37,6 +38,7 @@ impl Scenario {
             Scenario::Rooms => "rooms",
             Scenario::Idle => "idle",
             Scenario::Storm => "storm",
+            Scenario::Presence => "presence",
         }
     }
 }
@@ -70,7 +72,8 @@ pub struct BenchArgs {
     /// WebSocket connections to open (at most 19,000 per process).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// Offered rate: events/s published (fanout), or client events/s sent by each client (rooms).
+    /// Offered rate: events/s published (fanout), client events/s sent by each client (rooms), or
+    /// leave-and-rejoin cycles/s per channel (presence).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
     /// Bytes of each event's `data` (the stamp is padded to this size).
@@ -79,7 +82,7 @@ pub struct BenchArgs {
     /// Seconds of traffic (fanout, rooms) or of watching idle connections (idle); at most 300.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Members per private room (rooms).
+    /// Members per private room (rooms) or presence channel (presence).
     #[arg(long, default_value_t = 10)]
     pub room_size: usize,
     /// HTTP keep-alive connections publishing in parallel (fanout); each waits for its answer before the
@@ -150,7 +153,7 @@ impl Plan {
         if !(args.rate > 0.0 && args.rate <= MAX_RATE as f64) {
             anyhow::bail!("--rate must be above 0 and at most {MAX_RATE}");
         }
-        if args.scenario == Scenario::Rooms && !(2..=100).contains(&args.room_size) {
+        if matches!(args.scenario, Scenario::Rooms | Scenario::Presence) && !(2..=100).contains(&args.room_size) {
             anyhow::bail!("--room-size must be 2..=100");
         }
         if args.payload > 1_000_000 {

@@ -79,6 +79,12 @@ impl Client {
         let mut data = serde_json::json!({ "channel": channel });
         if channel.starts_with("private-") {
             data["auth"] = make_auth(key, secret, &channel_auth_message(&self.socket_id, channel, None)).into();
+        } else if channel.starts_with("presence-") {
+            // One user per connection, named after it; no stamp in its info (only rejoins carry one).
+            let channel_data = serde_json::json!({ "user_id": self.socket_id, "user_info": {} }).to_string();
+            let message = channel_auth_message(&self.socket_id, channel, Some(&channel_data));
+            data["auth"] = make_auth(key, secret, &message).into();
+            data["channel_data"] = channel_data.into();
         }
         let subscribe = serde_json::json!({ "event": "pusher:subscribe", "data": data }).to_string();
         self.ws.send(Message::text(subscribe)).await.context("send subscribe")?;
@@ -133,14 +139,21 @@ impl Client {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(next_send), if talker.is_some() => {
                     let Some(t) = talker.as_mut() else { continue };
-                    let frame = t.next_frame();
-                    if self.ws.send(Message::text(frame)).await.is_err() {
+                    let (frames, events, owed) = t.next_frames(&self.socket_id);
+                    for frame in frames {
+                        if self.ws.feed(Message::text(frame)).await.is_err() {
+                            Counters::add(&counters.disconnects, 1);
+                            counters.note("send failed");
+                            return;
+                        }
+                    }
+                    if self.ws.flush().await.is_err() {
                         Counters::add(&counters.disconnects, 1);
                         counters.note("send failed");
                         return;
                     }
-                    Counters::add(&counters.events_sent, 1);
-                    Counters::add(&counters.expected, t.peers);
+                    Counters::add(&counters.events_sent, events);
+                    Counters::add(&counters.expected, owed);
                     if t.next >= t.until {
                         talker = None;
                     }
@@ -149,8 +162,14 @@ impl Client {
                     Some(Ok(Message::Text(text))) => {
                         let text = text.as_str();
                         if let Some(micros) = stamp::latency_micros(text, stamp::now_nanos()) {
+                            // A rejoining member's own member list carries its stamp: not a delivery.
+                            if !text.contains("subscription_succeeded") {
+                                Counters::add(&counters.delivered, 1);
+                                latencies.record(index, micros);
+                            }
+                        } else if text.contains("\"pusher_internal:member_removed\"") {
+                            // Owed like member_added, but it names only the user: counted, not timed.
                             Counters::add(&counters.delivered, 1);
-                            latencies.record(index, micros);
                         } else if text.contains("\"pusher:ping\"") {
                             let pong = r#"{"event":"pusher:pong","data":{}}"#;
                             if self.ws.send(Message::text(pong)).await.is_err() {
@@ -184,7 +203,8 @@ impl Client {
     }
 }
 
-/// A client that sends `client-bench` events on its private channel at a fixed rate (the `rooms` scenario).
+/// A client that sends on a fixed schedule: `client-bench` events on its private channel (the `rooms`
+/// scenario), or a leave and a rejoin of its presence channel (the `presence` scenario).
 pub struct Talker {
     pub channel: String,
     /// Other members of the room: each sent event is owed to them.
@@ -194,15 +214,43 @@ pub struct Talker {
     pub next: Instant,
     pub until: Instant,
     pub seq: u64,
+    pub kind: TalkKind,
+}
+
+pub enum TalkKind {
+    ClientEvent,
+    /// Unsubscribe and subscribe again, signing the new `channel_data` (whose `user_info` carries the
+    /// stamp, so the others' `member_added` can be timed).
+    Rejoin {
+        key: Arc<str>,
+        secret: Arc<str>,
+    },
 }
 
 impl Talker {
-    /// The next event, stamped now, and advances the schedule. The schedule is fixed (not "now + period")
-    /// so the offered rate holds even when a send is late.
-    fn next_frame(&mut self) -> String {
+    /// The frames to send now, stamped now, with the events they cause and the deliveries owed; advances
+    /// the schedule. The schedule is fixed (not "now + period") so the offered rate holds when a send is late.
+    fn next_frames(&mut self, socket_id: &str) -> (Vec<String>, u64, u64) {
         self.seq += 1;
         self.next += self.period;
-        let data = stamp::make_data(stamp::now_nanos(), self.seq, self.payload);
-        format!(r#"{{"event":"client-bench","channel":"{}","data":"{data}"}}"#, self.channel)
+        match &self.kind {
+            TalkKind::ClientEvent => {
+                let data = stamp::make_data(stamp::now_nanos(), self.seq, self.payload);
+                let frame = format!(r#"{{"event":"client-bench","channel":"{}","data":"{data}"}}"#, self.channel);
+                (vec![frame], 1, self.peers)
+            }
+            TalkKind::Rejoin { key, secret } => {
+                let info = stamp::make_data(stamp::now_nanos(), self.seq, 0);
+                let channel_data = serde_json::json!({ "user_id": socket_id, "user_info": { "t": info } }).to_string();
+                let auth = make_auth(key, secret, &channel_auth_message(socket_id, &self.channel, Some(&channel_data)));
+                let leave = serde_json::json!({ "event": "pusher:unsubscribe", "data": { "channel": self.channel } });
+                let join = serde_json::json!({
+                    "event": "pusher:subscribe",
+                    "data": { "channel": self.channel, "auth": auth, "channel_data": channel_data },
+                });
+                // member_removed, then member_added, to every other member.
+                (vec![leave.to_string(), join.to_string()], 2, 2 * self.peers)
+            }
+        }
     }
 }

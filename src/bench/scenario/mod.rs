@@ -1,11 +1,11 @@
 //! The scenarios of BENCHMARKING.md, and what they share: the before/after readings of the server and the
 //! kernel, the receive loops, the drain, and the verdict.
 //!
-//! Each scenario is a file that reads top to bottom as the run happens. `presence` (100-member presence
-//! channels with members joining and leaving) gets its own file once Herald serves presence channels.
+//! Each scenario is a file that reads top to bottom as the run happens.
 
 mod fanout;
 mod idle;
+mod presence;
 mod rooms;
 mod storm;
 
@@ -33,6 +33,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         Scenario::Rooms => rooms::run(&mut run).await?,
         Scenario::Idle => idle::run(&mut run).await?,
         Scenario::Storm => storm::run(&mut run).await?,
+        Scenario::Presence => presence::run(&mut run).await?,
     }
     Ok(run.finish().await)
 }
@@ -69,7 +70,7 @@ impl Run {
                 rate: a.rate,
                 payload_bytes: a.payload,
                 duration_s: a.duration,
-                room_size: (a.scenario == Scenario::Rooms).then_some(a.room_size),
+                room_size: matches!(a.scenario, Scenario::Rooms | Scenario::Presence).then_some(a.room_size),
                 publishers: (a.scenario == Scenario::Fanout).then_some(a.publishers),
                 source_addrs: plan.sources.len(),
             },

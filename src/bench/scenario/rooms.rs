@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{drain, traffic, Receivers, Run};
-use crate::bench::client::Talker;
+use crate::bench::client::{TalkKind, Talker};
 use crate::bench::connect::open_clients;
 
 fn room_channel(room: usize) -> String {
@@ -47,6 +47,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
             next: start + offset,
             until,
             seq: 0,
+            kind: TalkKind::ClientEvent,
         })
     });
     tokio::time::sleep(plan.settle).await;
