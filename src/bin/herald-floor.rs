@@ -43,6 +43,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+/// The same allocator as Herald, so that Herald / floor compares servers, not allocators.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Most frames written in one flush, as in Herald.
 const MAX_BATCH: usize = 256;
 /// No limit of its own: large enough for any benchmark message.
