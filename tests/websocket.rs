@@ -231,6 +231,53 @@ async fn oversized_messages_close_with_1009() {
     assert_eq!(other.recv().await["event"], "pusher:pong");
 }
 
+/// A frame refused from its header (1 MiB announced, 1 KiB allowed) while its payload is still
+/// streaming in: the client still reads the 1009 close frame, instead of a reset that would destroy it.
+#[tokio::test]
+async fn a_refused_frame_still_gets_its_close_frame_while_the_rest_streams_in() {
+    let server = TestServer::start("", "max_message_size = 1024").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let head = format!(
+        "GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = s.into_split();
+    // Announce a masked 1 MiB binary frame, then stream 256 KiB of it while reading.
+    let sender = tokio::spawn(async move {
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        let _ = writer.write_all(&frame).await;
+        for _ in 0..64 {
+            if writer.write_all(&[0u8; 4096]).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    let mut got = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the server ends the connection in time");
+    let close = [0x88, 2 + "Message too big".len() as u8, 0x03, 0xF1];
+    assert!(
+        got.windows(close.len()).any(|w| w == close),
+        "no 1009 close frame among {} bytes read (read ended with {outcome:?})",
+        got.len()
+    );
+    drop(sender.await);
+}
+
 #[tokio::test]
 async fn handshake_errors_get_http_answers_and_silent_sockets_are_cut_off() {
     let server = TestServer::start("handshake_timeout_ms = 500", "").await;

@@ -2,6 +2,9 @@
 
 use std::collections::HashSet;
 
+/// The largest `max_message_size` an app may set: a message is held whole before it is handled.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 << 20;
+
 use super::Config;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,8 +78,11 @@ impl Config {
             if app.activity_timeout == 0 {
                 return invalid(format!("{name}: activity_timeout must be at least 1 second"));
             }
-            if app.max_message_size < 128 {
-                return invalid(format!("{name}: max_message_size must be at least 128 bytes"));
+            if !(128..=MAX_MESSAGE_SIZE_LIMIT).contains(&app.max_message_size) {
+                return invalid(format!(
+                    "{name}: max_message_size must be between 128 bytes and {} MiB",
+                    MAX_MESSAGE_SIZE_LIMIT >> 20
+                ));
             }
             if app.rate_limiting.enabled
                 && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0)

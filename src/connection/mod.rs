@@ -366,8 +366,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Writes every queued item with one vectored write: a batch of broadcast frames costs one
     /// system call and no copy. A client that does not drain is dropped when its queue overflows
     /// or the write times out, whichever comes first.
+    /// How long one write may wait for a peer that does not read.
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.app.activity_timeout.max(30))
+    }
+
     async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Exit> {
-        let write_timeout = Duration::from_secs(self.app.activity_timeout.max(30));
+        let write_timeout = self.write_timeout();
         let overflow = self.overflow.clone();
         let mut bytes = 0;
         let messages = batch.len();
@@ -439,11 +444,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.send_error(ErrorCode::Generic, "Binary messages are not supported");
                 None
             }
-            Message::Ping(payload) => self.ws.send_pong(&payload).await.err().map(|_| Exit::Gone),
+            // Bounded like every write: a peer that pings but never reads is dropped, not waited for.
+            Message::Ping(payload) => {
+                match tokio::time::timeout(self.write_timeout(), self.ws.send_pong(&payload)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(_)) => Some(Exit::Gone),
+                    Err(_) => Some(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
+                }
+            }
             Message::Pong(_) => None,
-            // The close handshake: answer with the peer's code; the server then drops the socket.
+            // The close handshake: answer with the peer's code; the server then closes the socket.
             Message::Close(theirs) => {
-                let _ = self.ws.answer_close(&theirs).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    if self.ws.answer_close(&theirs).await.is_ok() {
+                        self.ws.shutdown().await;
+                    }
+                })
+                .await;
                 Some(Exit::Gone)
             }
         }
@@ -508,6 +525,13 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(ws: &mut WebSocket<S>
             Exit::Policy(reason) => ws.send_close(1008, reason).await,
         };
         if sent.is_err() {
+            return;
+        }
+        if ws.read_done() {
+            // A refused frame (or the end of input): drain what is still arriving so that closing
+            // does not reset the connection and destroy the close frame.
+            ws.shutdown().await;
+            ws.discard_input().await;
             return;
         }
         // Wait for the peer's close reply so the close handshake completes.

@@ -158,7 +158,7 @@ impl Decoder {
             Ok(header) => header,
             Err(need) => return Ok(Decoded::NeedMore(need)),
         };
-        let frame_len = header.header_len + header.payload_len;
+        let frame_len = header.header_len.checked_add(header.payload_len).ok_or(ReadError::TooBig)?;
         if buf.len() < frame_len {
             return Ok(Decoded::NeedMore(frame_len));
         }

@@ -3,8 +3,9 @@
 //!
 //! An idle socket owns no buffer. Reads land in a scratch buffer on the stack of the poll that
 //! made them, and only the bytes of an unfinished frame are kept (then freed once it completes).
-//! Writes send each frame's header and its shared payload side by side (`writev`), so a broadcast
-//! frame is never copied per subscriber.
+//! A batch of frames goes out in one system call: small batches joined into one buffer, large ones
+//! as each frame's header beside its shared payload (`writev`), so a big broadcast frame is never
+//! copied per subscriber.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -20,6 +21,12 @@ use super::codec::{self, Decoded, Decoder, Message, OpCode, ReadError};
 const SCRATCH: usize = 2048;
 /// Linux refuses a `writev` of more than 1,024 slices.
 const MAX_SLICES: usize = 1024;
+/// Batches up to this size are copied into one buffer and written with `write`; larger ones go out
+/// with `writev` of headers and shared payloads (see BENCHMARKS.md for the measurement).
+const JOIN_BELOW: usize = 4 * 1024;
+/// Most buffer reserved ahead for a frame still arriving: a peer that announces a large frame and
+/// then trickles it gets memory as its bytes come, not all at once from the header.
+const MAX_RESERVE: usize = 64 * 1024;
 
 pub struct WebSocket<S> {
     io: S,
@@ -101,24 +108,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.pending.extend_from_slice(buf.filled());
             return Poll::Ready(Ok(buf.filled().len()));
         }
-        // Mid-frame: read straight into the frame's buffer, sized for the whole frame.
-        let missing = need.saturating_sub(self.pending.len()).max(SCRATCH);
+        // Mid-frame: read straight into the frame's buffer, grown towards the frame's size.
+        let missing = need.saturating_sub(self.pending.len()).clamp(SCRATCH, MAX_RESERVE);
         self.pending.reserve(missing);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.pending)
     }
 
-    /// Writes text frames, with one system call when the stream takes vectored writes.
+    /// Writes frames back to back, with one system call when the stream takes vectored writes.
+    ///
+    /// If this is cancelled after part of a frame went out, the stream is no longer framed: the
+    /// socket then refuses every later write (and the connection is dropped without a goodbye).
     pub async fn send_frames(&mut self, frames: &[(OpCode, &[u8])]) -> io::Result<()> {
         if self.write_broken || self.close_sent {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut headers = vec![[0u8; codec::MAX_SERVER_HEADER]; frames.len()];
-        let mut header_lens = Vec::with_capacity(frames.len());
-        for ((opcode, payload), header) in frames.iter().zip(headers.iter_mut()) {
-            header_lens.push(codec::encode_header(header, *opcode, payload.len()));
-        }
-        self.write_broken = true;
-        if self.io.is_write_vectored() {
+        let total: usize = frames.iter().map(|(_, p)| p.len() + codec::MAX_SERVER_HEADER).sum();
+        if total <= JOIN_BELOW || !self.io.is_write_vectored() {
+            // Small batches (the usual case: a few events of a few hundred bytes) are joined into one
+            // buffer: copying them costs less than the kernel walking two slices per frame.
+            let mut joined = Vec::with_capacity(total);
+            for (opcode, payload) in frames {
+                let mut header = [0u8; codec::MAX_SERVER_HEADER];
+                let len = codec::encode_header(&mut header, *opcode, payload.len());
+                joined.extend_from_slice(&header[..len]);
+                joined.extend_from_slice(payload);
+            }
+            let mut rest = &joined[..];
+            while !rest.is_empty() {
+                let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, rest)).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                rest = &rest[n..];
+                // Part of the batch is out: until the rest is, a cancelled write breaks the framing.
+                self.write_broken = !rest.is_empty();
+            }
+        } else {
+            // Large batches: each frame's header beside its shared payload, nothing copied.
+            let mut headers = vec![[0u8; codec::MAX_SERVER_HEADER]; frames.len()];
+            let mut header_lens = Vec::with_capacity(frames.len());
+            for ((opcode, payload), header) in frames.iter().zip(headers.iter_mut()) {
+                header_lens.push(codec::encode_header(header, *opcode, payload.len()));
+            }
             let mut slices = Vec::with_capacity(frames.len() * 2);
             for ((header, len), (_, payload)) in headers.iter().zip(&header_lens).zip(frames) {
                 slices.push(IoSlice::new(&header[..*len]));
@@ -134,16 +165,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     return Err(io::ErrorKind::WriteZero.into());
                 }
                 IoSlice::advance_slices(&mut slices, n);
+                self.write_broken = !slices.is_empty();
             }
-        } else {
-            // TLS and other streams that would write slice by slice: one contiguous buffer instead.
-            let total: usize = frames.iter().zip(&header_lens).map(|((_, p), h)| p.len() + h).sum();
-            let mut joined = Vec::with_capacity(total);
-            for ((header, len), (_, payload)) in headers.iter().zip(&header_lens).zip(frames) {
-                joined.extend_from_slice(&header[..*len]);
-                joined.extend_from_slice(payload);
-            }
-            tokio::io::AsyncWriteExt::write_all(&mut self.io, &joined).await?;
         }
         poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await?;
         self.write_broken = false;
@@ -184,6 +207,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Shuts the write side down so the peer sees the end of the stream.
     pub async fn shutdown(&mut self) {
         let _ = poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
+    }
+
+    /// Reads and drops whatever the peer still sends until it closes (the caller bounds the time).
+    /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    /// close frame just sent; after a refused frame the rest of it is usually still arriving.
+    pub async fn discard_input(&mut self) {
+        self.pending = BytesMut::new();
+        loop {
+            let read = poll_fn(|cx| {
+                let mut scratch = [0u8; SCRATCH];
+                let mut buf = ReadBuf::new(&mut scratch);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+                Poll::Ready(io::Result::Ok(buf.filled().len()))
+            })
+            .await;
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    }
+
+    /// Whether reading has ended (end of stream, a refused frame, or the peer's close frame).
+    pub fn read_done(&self) -> bool {
+        self.read_done
     }
 }
 
@@ -249,6 +296,28 @@ mod tests {
         expected.extend([0x89, 0, 0x88, 6, 0x10, 0x04]);
         expected.extend(b"slow");
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn large_batches_go_out_vectored_and_arrive_intact() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut ws = WebSocket::new(server, &[], 1024);
+        assert!(ws.io.is_write_vectored());
+        let payloads: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 10_000]).collect();
+        let frames: Vec<(OpCode, &[u8])> = payloads.iter().map(|p| (OpCode::Text, &p[..])).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 3 * (4 + 10_000)];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        ws.send_frames(&frames).await.unwrap();
+        let got = reader.await.unwrap();
+        for (i, frame) in got.chunks(4 + 10_000).enumerate() {
+            assert_eq!(frame[..4], [0x81, 126, 0x27, 0x10], "frame {i}");
+            assert!(frame[4..].iter().all(|b| *b == b'a' + i as u8), "frame {i}");
+        }
     }
 
     #[tokio::test]
