@@ -153,6 +153,10 @@ async fn bad_expired_missing_and_misplaced_tokens_are_refused() {
     let (mut c, _) = open(&lobby, &[]).await.unwrap();
     c.send(&json!({"type": "auth", "token": issue(SECRET, "u", now() - 10, None)}).to_string()).await;
     assert_eq!(c.closed_with().await, Some(1008));
+    // A frame that breaks the protocol before authenticating closes with its own code, not 1008.
+    let (mut c, _) = open(&lobby, &[]).await.unwrap();
+    c.send(&"x".repeat(20_000)).await;
+    assert_eq!(c.closed_with().await, Some(1009), "over max_message_size");
     // Silence past the deadline is closed too.
     let (mut c, _) = open(&lobby, &[]).await.unwrap();
     let started = std::time::Instant::now();

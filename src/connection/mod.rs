@@ -12,6 +12,7 @@ mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -148,8 +149,8 @@ where
         Some(user) => user,
         None => match first_message_auth(&mut ws, &app, &room).await {
             Ok(user) => user,
-            Err(reason) => {
-                goodbye(&mut ws, Exit::Policy(reason)).await;
+            Err(exit) => {
+                goodbye(&mut ws, exit).await;
                 return None;
             }
         },
@@ -175,7 +176,9 @@ where
 }
 
 /// Waits (bounded) for `{"type":"auth","token":"..."}` and verifies it.
-async fn first_message_auth<S>(ws: &mut WebSocket<S>, app: &App, room: &str) -> Result<String, &'static str>
+/// Refusals close with 1008; a frame that breaks the protocol closes with its own code, and a peer's
+/// close is answered like anywhere else.
+async fn first_message_auth<S>(ws: &mut WebSocket<S>, app: &App, room: &str) -> Result<String, Exit>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -188,25 +191,32 @@ where
     let first = tokio::time::timeout(PLAIN_AUTH_DEADLINE, async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(text))) => return Some(text),
-                Some(Ok(Message::Ping(payload))) => ws.send_pong(&payload).await.ok()?,
+                Some(Ok(Message::Text(text))) => return Ok(text),
+                Some(Ok(Message::Ping(payload))) => ws.send_pong(&payload).await.map_err(|_| Exit::Gone)?,
                 Some(Ok(Message::Pong(_))) => continue,
-                _ => return None,
+                Some(Ok(Message::Binary(_))) => return Err(Exit::Policy("Authentication required")),
+                Some(Ok(Message::Close(theirs))) => {
+                    let _ = ws.answer_close(&theirs).await;
+                    return Err(Exit::Gone);
+                }
+                Some(Err(e)) => return Err(Exit::Protocol(e.close_code(), e.reason())),
+                None => return Err(Exit::Gone),
             }
         }
     })
     .await
-    .map_err(|_| "Authentication required: send {\"type\":\"auth\",\"token\":\"...\"} first")?
-    .ok_or("Authentication required")?;
-    let auth: Auth = serde_json::from_str(&first).map_err(|_| "Authentication required")?;
+    .map_err(|_| Exit::Policy("Authentication required: send {\"type\":\"auth\",\"token\":\"...\"} first"))??;
+    let auth: Auth = serde_json::from_str(&first).map_err(|_| Exit::Policy("Authentication required"))?;
     if auth.kind != "auth" {
-        return Err("Authentication required");
+        return Err(Exit::Policy("Authentication required"));
     }
     let secret = app.jwt_secret.as_deref().unwrap_or(&app.secret);
-    crate::protocol::token::verify(&auth.token, secret, room).map(|c| c.sub).map_err(|e| match e {
-        crate::protocol::token::TokenError::Expired => "Token expired",
-        crate::protocol::token::TokenError::WrongRoom => "Token not valid for this room",
-        crate::protocol::token::TokenError::Invalid => "Invalid token",
+    crate::protocol::token::verify(&auth.token, secret, room).map(|c| c.sub).map_err(|e| {
+        Exit::Policy(match e {
+            crate::protocol::token::TokenError::Expired => "Token expired",
+            crate::protocol::token::TokenError::WrongRoom => "Token not valid for this room",
+            crate::protocol::token::TokenError::Invalid => "Invalid token",
+        })
     })
 }
 
@@ -295,7 +305,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         async move {
             let _hold = hold;
             debug!("connected");
-            let exit = self.run(&shutdown).await;
+            // A bug that panics while serving this socket must not leave its subscriptions (and
+            // presence members) behind: the panic is caught here and the connection still leaves.
+            let exit = match std::panic::AssertUnwindSafe(self.run(&shutdown)).catch_unwind().await {
+                Ok(exit) => exit,
+                Err(_) => {
+                    tracing::error!(socket_id = %self.socket_id, "connection task panicked: closing it");
+                    Exit::Gone
+                }
+            };
             // Boxed: leaving channels and the goodbye are big futures, run once.
             Box::pin(self.finish(exit)).await;
         }

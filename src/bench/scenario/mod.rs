@@ -9,6 +9,7 @@ mod presence;
 mod rooms;
 mod storm;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{Plan, Scenario};
 use super::client::{Client, Talker};
-use super::connect::SetupReport;
+use super::connect::{open_clients, SetupReport};
 use super::counters::Counters;
 use super::latency::Latencies;
 use super::procfs::{self, ProcSample, SockStat};
@@ -300,4 +301,61 @@ pub fn traffic(
         disconnects: Counters::get(&counters.disconnects),
         server_errors: Counters::get(&counters.server_errors),
     }
+}
+
+/// Clients in groups of `--room-size` (client `i` joins `channel(i / size)`): how many of each group did
+/// subscribe, i.e. how many deliveries an event sent in the group is owed (plus the sender).
+pub struct Groups {
+    size: usize,
+    members: HashMap<usize, u64>,
+}
+
+impl Groups {
+    /// Opens the plan's clients in their groups; fails when none could subscribe.
+    pub async fn open(
+        run: &mut Run,
+        channel: fn(usize) -> String,
+    ) -> anyhow::Result<(Groups, Vec<(usize, Client)>, SetupReport)> {
+        let plan = run.plan.clone();
+        let size = plan.args.room_size;
+        let (clients, setup) =
+            open_clients(&plan, plan.args.connect_concurrency, |i| channel(i / size), &run.counters).await;
+        if clients.is_empty() {
+            run.connected(setup);
+            anyhow::bail!("no client could subscribe: is the server running on {}?", plan.target);
+        }
+        let mut members: HashMap<usize, u64> = HashMap::new();
+        for (i, _) in &clients {
+            *members.entry(i / size).or_default() += 1;
+        }
+        Ok((Groups { size, members }, clients, setup))
+    }
+
+    /// Others in client `i`'s group that did subscribe.
+    pub fn peers_of(&self, i: usize) -> u64 {
+        self.members.get(&(i / self.size)).copied().unwrap_or(1).saturating_sub(1)
+    }
+}
+
+/// The measured phase of a run whose clients send on their own schedules (`rooms`, `presence`): settle,
+/// measure until `until`, drain, and report `offered` events/s against what arrived.
+pub async fn measure_talkers(
+    run: &mut Run,
+    receivers: Receivers,
+    setup: SetupReport,
+    (start, until): (Instant, Instant),
+    offered: f64,
+) {
+    let plan = run.plan.clone();
+    tokio::time::sleep(plan.settle).await;
+    run.connected(setup);
+    let server_from = run.begin_measure();
+    tokio::time::sleep_until(until).await;
+    // A send due just before `until` may still be on its way out.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let drained = drain(&run.counters, plan.drain_timeout).await;
+    run.measured(server_from);
+    run.report.traffic = Some(traffic(&run.counters, offered, start, until, drained, Duration::ZERO));
+    run.report.latency = Some(run.latencies.total());
+    receivers.stop().await;
 }
