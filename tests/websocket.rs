@@ -318,6 +318,51 @@ async fn handshake_errors_get_http_answers_and_silent_sockets_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Pongs are queued like events: a client that floods pings and never reads the pongs overflows its
+/// queue and is dropped (4100), while another client is served as usual.
+#[tokio::test]
+async fn a_ping_flood_without_reading_is_dropped() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start("max_outbound_buffer = 65536", "").await;
+    // A small receive buffer, so the pongs pile up on the server rather than in this socket.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], server.port).into()).await.unwrap();
+    let (mut flooder, _) = tokio_tungstenite::client_async(server.ws_url(KEY, "protocol=7"), stream).await.unwrap();
+    let payload = vec![b'p'; 125];
+    let sent = tokio::time::timeout(Duration::from_secs(20), async {
+        for n in 0..100_000u32 {
+            if flooder.send(Message::Ping(payload.clone().into())).await.is_err() {
+                return n;
+            }
+        }
+        100_000
+    })
+    .await
+    .unwrap_or(0);
+    // Reading now: the pongs that made it, then the server's verdict.
+    let mut code = None;
+    let verdict = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = flooder.next().await {
+            match message {
+                Ok(Message::Close(frame)) => {
+                    code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(verdict.is_ok(), "the server neither closed nor stopped reading ({sent} pings sent)");
+    assert_eq!(code, Some(4100), "after {sent} pings");
+    let (mut other, _) = server.connect().await;
+    other.send(r#"{"event":"pusher:ping"}"#).await;
+    assert_eq!(other.recv().await["event"], "pusher:pong");
+}
+
 #[tokio::test]
 async fn a_slow_reader_is_dropped_while_others_get_every_event() {
     let server = TestServer::start("max_outbound_buffer = 262144", "").await;

@@ -408,6 +408,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     frames.push((OpCode::Binary, data));
                 }
                 Outgoing::Ping => frames.push((OpCode::Ping, &[])),
+                Outgoing::Pong(payload) => {
+                    bytes += payload.len().max(1);
+                    frames.push((OpCode::Pong, payload));
+                }
                 Outgoing::Close { code, message } => {
                     then_close = Some(Exit::Pusher(*code, message.clone()));
                     break;
@@ -462,13 +466,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.send_error(ErrorCode::Generic, "Binary messages are not supported");
                 None
             }
-            // Bounded like every write: a peer that pings but never reads is dropped, not waited for.
+            // Queued like any frame: written with the next batch, under the same byte limit and write
+            // timeout, so a peer that floods pings without reading is dropped, not waited for.
             Message::Ping(payload) => {
-                match tokio::time::timeout(self.write_timeout(), self.ws.send_pong(&payload)).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(_)) => Some(Exit::Gone),
-                    Err(_) => Some(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
-                }
+                self.out.pong(payload.into());
+                None
             }
             Message::Pong(_) => None,
             // The close handshake: answer with the peer's code; the server then closes the socket.

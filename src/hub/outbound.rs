@@ -25,6 +25,8 @@ pub enum Outgoing {
     Binary(bytes::Bytes),
     /// A WebSocket ping control frame (for clients that only answer those).
     Ping,
+    /// The answer to a client's WebSocket ping, with its payload.
+    Pong(bytes::Bytes),
     /// Send `pusher:error` with this code and close the socket with it.
     Close {
         code: crate::protocol::ErrorCode,
@@ -153,6 +155,12 @@ impl Outbound {
     /// Queues a WebSocket ping control frame.
     pub fn ping(&self) {
         self.shared.enqueue(Outgoing::Ping);
+    }
+
+    /// Queues the answer to a client's ping, counted against the byte limit like any frame, so a
+    /// client that floods pings without reading overflows its queue like one that ignores events.
+    pub fn pong(&self, payload: bytes::Bytes) -> bool {
+        self.push_counted(payload.len().max(1), Outgoing::Pong(payload))
     }
 }
 
