@@ -7,7 +7,6 @@
 
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
@@ -24,47 +23,8 @@ const PUSHER_JS_FILE = path.join(SUITE_DIR, 'node_modules/pusher-js/dist/web/pus
 
 const APP = Object.freeze({ id: '123456', key: 'app-key', secret: 'app-secret' });
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with the promise's value, or rejects with `message` after `ms`. */
-function withTimeout(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${message}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `fn` until it returns a truthy value; returns that value. */
-async function waitUntil(fn, { timeout = 5000, interval = 50, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let lastError;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() >= deadline) {
-      const why = lastError ? ` (last error: ${lastError.message || lastError})` : '';
-      throw new Error(`Timed out after ${timeout} ms waiting for ${message}${why}`);
-    }
-    await sleep(interval);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+// Generic bounded waiting, shared with the other Node suite.
+const { sleep, withTimeout, waitUntil, freePort } = require('../../shared/bounded');
 
 const tomlString = (s) => JSON.stringify(s); // JSON string escapes are valid TOML basic strings
 

@@ -8,7 +8,6 @@
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { test } = require('node:test');
@@ -24,38 +23,8 @@ const ARTIFACTS_DIR = path.join(COMPAT_DIR, 'artifacts');
 const APP = Object.freeze({ id: '123456', key: 'app-key', secret: 'app-secret' });
 const PROTOCOL_QUERY = 'protocol=7&client=js&version=8.4.0';
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// ---------------------------------------------------------------------------------------------
-// Generic bounded waiting
-
-/** Resolves with the promise's value, or rejects with `message` after `ms`. */
-function withTimeout(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${message}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `fn` (sync or async) until it returns a truthy value; returns that value. */
-async function waitUntil(fn, { timeout = 5000, interval = 50, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let lastError;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() >= deadline) {
-      const why = lastError ? ` (last error: ${lastError.message || lastError})` : '';
-      throw new Error(`Timed out after ${timeout} ms waiting for ${message}${why}`);
-    }
-    await sleep(interval);
-  }
-}
+// Generic bounded waiting, shared with the other Node suite.
+const { sleep, withTimeout, waitUntil, freePort } = require('../../shared/bounded');
 
 // ---------------------------------------------------------------------------------------------
 // TOML config
@@ -96,18 +65,6 @@ function renderConfig({ host, port, server = {}, apps, extra = {} }) {
 
 // ---------------------------------------------------------------------------------------------
 // Herald process
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const running = new Set();
 process.on('exit', () => {
