@@ -126,6 +126,22 @@ async fn events_reach_every_node_once_in_order_with_exclusion() {
     on_a.expect_silence(Duration::from_millis(200)).await;
     on_b.expect_silence(Duration::from_millis(10)).await;
 
+    // A batch queues its events for the bus together (several records in one PUBLISH): still every
+    // event, once, in order, on the other node.
+    for round in 0..3 {
+        let batch: Vec<Value> =
+            (0..10).map(|n| json!({"name": "b", "channel": "orders", "data": format!("{round}-{n}")})).collect();
+        let body = json!({ "batch": batch }).to_string();
+        assert_eq!(a.api("POST", &format!("/apps/{APP_ID}/batch_events"), &body, &[]).await.0, 200);
+    }
+    for round in 0..3 {
+        for n in 0..10 {
+            assert_eq!(on_b.recv().await["data"], format!("{round}-{n}"), "batched, in order, on the other node");
+            assert_eq!(on_a.recv().await["data"], format!("{round}-{n}"));
+        }
+    }
+    on_b.expect_silence(Duration::from_millis(200)).await;
+
     // socket_id exclusion crosses nodes: published on A, excluding a socket on B.
     let body = json!({"name": "e", "channel": "orders", "data": "x", "socket_id": b_id}).to_string();
     assert_eq!(a.api("POST", &format!("/apps/{APP_ID}/events"), &body, &[]).await.0, 200);
