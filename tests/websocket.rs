@@ -370,16 +370,28 @@ async fn a_slow_reader_is_dropped_while_others_get_every_event() {
     let (mut stalled, _) = server.subscriber("firehose").await;
     let payload = "y".repeat(8000);
     let batches = 60;
+    // The reader counts what it got, so the publisher can keep within the reader's pace: a reader on a
+    // busy test machine must not become a slow consumer itself. The stalled client never reads.
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = got.clone();
     let reading = tokio::spawn(async move {
-        let mut got = 0;
-        while got < batches * 10 {
+        let mut n = 0;
+        while n < batches * 10 {
             let m = reader.recv().await;
             assert_eq!(m["data"].as_str().map(str::len), Some(8000), "{m}");
-            got += 1;
+            n += 1;
+            counted.store(n, std::sync::atomic::Ordering::Release);
         }
-        got
+        n
     });
-    for _ in 0..batches {
+    for sent in 0..batches {
+        // At most two batches (160 KB) ahead of the reader: under its 256 KiB queue limit.
+        let behind = tokio::time::timeout(Duration::from_secs(10), async {
+            while got.load(std::sync::atomic::Ordering::Acquire) + 20 < sent * 10 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert!(behind.await.is_ok(), "the reading client stopped receiving");
         let batch: Vec<Value> = (0..10).map(|_| json!({"name": "e", "channel": "firehose", "data": payload})).collect();
         let (status, body) = server
             .api("POST", &format!("/apps/{APP_ID}/batch_events"), &json!({"batch": batch}).to_string(), &[])
