@@ -1,19 +1,24 @@
-//! Herald: a real-time WebSocket server speaking the Pusher protocol v7.
+//! Herald: a real-time server speaking the Pusher protocol v7.
 //!
-//! Layers, each a folder, dependencies pointing down only:
-//! `cli` -> `server` -> `connection` -> `hub` -> `adapter` -> `protocol`, with `config` read once at start-up;
-//! `connection` reads and writes sockets through `transport` (WebSocket framing).
-//! A message enters at [`server::http_api`] (HTTP publish) or [`connection`] (client events), fans out in
-//! [`hub`], and leaves through each connection's writer in [`connection`].
+//! Layers, each a folder, imports pointing down only:
+//! `cli` -> `server` -> `connection` (transports) -> `session` -> `hub` -> `cluster` -> `apps`/`config`
+//! -> `protocol`, with `transport` (WebSocket framing) under `connection` and `metrics` under all.
+//! A message enters at `server::http_api` (HTTP publish) or a session (client events), fans out in
+//! `hub::Registry::deliver` (and, through the cluster's broker, on every other node), and leaves
+//! through each connection's writer in `connection`.
+//!
+//! Only what the binaries and the integration tests use is public.
 
-pub mod adapter;
+mod apps;
 pub mod bench;
 pub mod cli;
+mod cluster;
 pub mod config;
-pub mod connection;
-pub mod hub;
-pub mod metrics;
+mod connection;
+mod hub;
+mod metrics;
 pub mod protocol;
-pub mod server;
+mod server;
+mod session;
 pub mod transport;
-pub mod webhooks;
+mod webhooks;

@@ -2,15 +2,13 @@
 //!
 //! Counters are recorded where things happen, at most once per batch on the hot path (a write of
 //! many frames counts them in one call); gauges that are cheaper to read than to maintain
-//! (connections, subscriptions, channels, adapter health, webhook totals) are read at scrape time.
+//! (connections, subscriptions, channels, cluster health, webhook totals) are read at scrape time
+//! into a [`Snapshot`], which the server fills: this module sits below every other and imports none.
 
-use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::hub::Hub;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -25,20 +23,35 @@ pub fn install() {
     });
 }
 
-/// The text exposition, with scrape-time gauges refreshed first.
-pub async fn render(hub: &Hub) -> String {
-    for app in hub.apps() {
-        let id = app.id.clone();
-        gauge!("herald_connections", "app" => id.clone()).set(hub.registry().connection_count_local(&app.id) as f64);
+/// The scrape-time readings: what is cheaper to read when asked than to keep up to date.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Open connections on this node, per served app.
+    pub connections: Vec<(String, usize)>,
+    pub subscriptions: usize,
+    pub channels: usize,
+    /// Apps with state on this node (made by their first connection, freed after their last).
+    pub active_apps: usize,
+    pub cluster_healthy: bool,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed_attempts: u64,
+    pub webhooks_given_up: u64,
+    pub webhooks_dropped: u64,
+}
+
+/// The text exposition, with the snapshot's gauges refreshed first.
+pub fn render(snapshot: &Snapshot) -> String {
+    for (app_id, count) in &snapshot.connections {
+        gauge!("herald_connections", "app" => app_id.clone()).set(*count as f64);
     }
-    gauge!("herald_subscriptions").set(hub.registry().total_subscriptions() as f64);
-    gauge!("herald_channels").set(hub.registry().total_channels() as f64);
-    gauge!("herald_adapter_healthy").set(if hub.healthy() { 1.0 } else { 0.0 });
-    let stats = &hub.webhooks().stats;
-    counter!("herald_webhook_deliveries_total").absolute(stats.delivered.load(Ordering::Relaxed));
-    counter!("herald_webhook_failed_attempts_total").absolute(stats.failed_attempts.load(Ordering::Relaxed));
-    counter!("herald_webhook_given_up_total").absolute(stats.given_up.load(Ordering::Relaxed));
-    counter!("herald_webhook_dropped_total").absolute(stats.dropped.load(Ordering::Relaxed));
+    gauge!("herald_subscriptions").set(snapshot.subscriptions as f64);
+    gauge!("herald_channels").set(snapshot.channels as f64);
+    gauge!("herald_active_apps").set(snapshot.active_apps as f64);
+    gauge!("herald_adapter_healthy").set(if snapshot.cluster_healthy { 1.0 } else { 0.0 });
+    counter!("herald_webhook_deliveries_total").absolute(snapshot.webhooks_delivered);
+    counter!("herald_webhook_failed_attempts_total").absolute(snapshot.webhooks_failed_attempts);
+    counter!("herald_webhook_given_up_total").absolute(snapshot.webhooks_given_up);
+    counter!("herald_webhook_dropped_total").absolute(snapshot.webhooks_dropped);
     HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
 }
 

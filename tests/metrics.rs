@@ -80,3 +80,35 @@ async fn a_metrics_token_guards_the_endpoint() {
     assert_eq!(status, 200);
     assert!(text.contains("herald_adapter_healthy"), "{text}");
 }
+
+#[tokio::test]
+async fn an_apps_state_is_made_by_its_first_connection_and_freed_after_its_last() {
+    let server = TestServer::start("", "").await;
+    let active = |text: &str| parse(text).get("herald_active_apps").copied();
+    let (_, text) = scrape(&server, None).await;
+    assert_eq!(active(&text), Some(0.0), "no state before any connection:\n{text}");
+    // Publishing to a channel nobody listens to makes no state either.
+    assert_eq!(server.trigger("nobody-here", "e", "1").await, 200);
+    let (_, text) = scrape(&server, None).await;
+    assert_eq!(active(&text), Some(0.0));
+
+    let (first, _) = server.subscriber("room").await;
+    let (second, _) = server.subscriber("room").await;
+    let (_, text) = scrape(&server, None).await;
+    assert_eq!(active(&text), Some(1.0), "one app in use, however many connections:\n{text}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, text) = scrape(&server, None).await;
+    assert_eq!(active(&text), Some(1.0), "still one connection open");
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, text) = scrape(&server, None).await;
+        if active(&text) == Some(0.0) {
+            assert_eq!(parse(&text).get("herald_channels"), Some(&0.0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the app's state was never freed:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

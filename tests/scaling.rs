@@ -282,6 +282,49 @@ async fn nodes_survive_a_redis_restart_and_resume_cross_node_delivery() {
 }
 
 #[tokio::test]
+async fn cluster_questions_get_503_while_redis_is_down_and_200_once_it_is_back() {
+    let port = unused_port();
+    let mut redis = Redis::start(port, &[]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let (a, _b) = pair(&url, "").await;
+    let (mut ann, ann_id) = a.connect().await;
+    join(&mut ann, &ann_id, "presence-room", "1").await;
+    let users = format!("/apps/{APP_ID}/channels/presence-room/users");
+    let channel = format!("/apps/{APP_ID}/channels/presence-room");
+    let channels = format!("/apps/{APP_ID}/channels");
+    let info = [("info", "subscription_count,user_count")];
+    eventually(&a, &users, &[], |v| v == &json!({"users": [{"id": "1"}]})).await;
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = a.api("GET", &users, "", &[]).await;
+        if status == 503 {
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "a JSON error: {body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(Instant::now() < deadline, "users never answered 503 with Redis stopped: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (path, extra) in [(&channel, &info[..]), (&channels, &[("filter_by_prefix", "presence-"), info[0]][..])] {
+        let (status, body) = a.api("GET", path, "", extra).await;
+        assert_eq!(status, 503, "{path}: {body}");
+    }
+    let (status, body) = a.api("GET", &format!("/apps/{APP_ID}/connections"), "", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    let (_, health) = a.raw_api("GET", "/up", "").await;
+    assert_eq!(health["health"], "DEGRADED");
+
+    let _redis = Redis::start(port, &[]);
+    eventually(&a, &users, &[], |v| v == &json!({"users": [{"id": "1"}]})).await;
+    eventually(&a, &channel, &info, |v| v["user_count"] == 1 && v["subscription_count"] == 1).await;
+    let (_, health) = a.raw_api("GET", "/up", "").await;
+    assert_eq!(health["health"], "OK");
+    drop(ann);
+}
+
+#[tokio::test]
 async fn webhooks_fire_once_per_cluster() {
     use std::sync::{Arc, Mutex};
     let redis = Redis::start(unused_port(), &[]);

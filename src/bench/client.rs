@@ -1,7 +1,7 @@
 //! One Pusher client: connect from a chosen loopback source address, wait for
 //! `pusher:connection_established`, subscribe, then receive (and, in `rooms`, send) until told to stop.
 //!
-//! Written against the wire protocol directly (PROTOCOL.md), not against Herald's types, so the same client
+//! Written against the wire protocol directly (docs/protocol.md), not against Herald's types, so the same client
 //! measures Herald and the floor alike. Each socket is small: a 4 KiB read buffer, because 19,000 clients
 //! with tungstenite's default 128 KiB buffers would take 2.4 GB and make the bench, not the server, the
 //! bottleneck.

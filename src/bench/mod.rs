@@ -1,5 +1,5 @@
 //! `herald bench`: a load generator that speaks the Pusher protocol itself, for the scenarios of
-//! BENCHMARKING.md (`fanout`, `rooms`, `idle`, `storm`).
+//! docs/benchmarking.md (`fanout`, `rooms`, `idle`, `storm`, `presence`).
 //!
 //! Why in the binary: the same tool drives Herald and the `herald-floor` baseline with no Node in the loop,
 //! so a ratio measured in one run compares servers, not clients. It opens up to 19,000 WebSocket connections

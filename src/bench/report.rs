@@ -11,7 +11,7 @@ use super::connect::SetupReport;
 use super::latency::Percentiles;
 use super::procfs::SockStat;
 
-/// p99 above this, or any loss, means the offered rate did not hold (BENCHMARKING.md).
+/// p99 above this, or any loss, means the offered rate did not hold (docs/benchmarking.md).
 pub const P99_LIMIT_MS: f64 = 50.0;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

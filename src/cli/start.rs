@@ -5,9 +5,11 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, StartArgs};
-use crate::adapter::redis::RedisSettings;
+use crate::apps::{AppStore, StaticApps};
+use crate::cluster::redis::RedisSettings;
+use crate::cluster::Cluster;
 use crate::config::{Config, Overrides};
-use crate::hub::Hub;
+use crate::hub::{Hub, Registry};
 use crate::server::Server;
 
 pub fn init_logging(debug: bool, format: LogFormat) {
@@ -35,29 +37,64 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     crate::metrics::install();
     let shutdown = CancellationToken::new();
-    let hub = if config.scaling.enabled {
+    // The server is assembled here: where apps come from, this node's registry, and how it
+    // reaches its peers.
+    let static_apps = StaticApps::new(&config.apps);
+    let apps: std::sync::Arc<dyn AppStore> = static_apps.clone();
+    let registry = std::sync::Arc::new(Registry::new(apps.clone()));
+    let node = Hub::new_node_id();
+    let cluster = if config.scaling.enabled {
         let settings = RedisSettings {
             urls: config.scaling.urls(),
             prefix: config.scaling.prefix(),
             node_timeout: config.scaling.node_timeout(),
         };
         info!(prefix = %settings.prefix, nodes = settings.urls.len(), "scaling through Redis");
-        Hub::clustered(&config.apps, settings).await?
+        crate::cluster::redis::start(registry.clone(), node, apps.clone(), settings).await?
     } else {
-        Hub::local(&config.apps)
+        Cluster::memory(registry.clone())
     };
-    let hub = if config.server.dashboard { hub.with_feed() } else { hub };
+    let hub = Hub::new(apps, registry, cluster, node, config.server.dashboard);
     hub.spawn_background(shutdown.clone());
     let server = Server::bind(config.clone(), hub, shutdown.clone()).await?;
     let addr = server.local_addr()?;
     print_banner(&config, addr, server.is_tls());
 
+    tokio::spawn(reload_on_hangup(args, static_apps));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received");
         shutdown.cancel();
     });
     server.run().await
+}
+
+/// SIGHUP reads the configuration again and serves its apps: new apps are served at once, changed
+/// ones are used for new connections and requests, removed ones have their connections closed
+/// (4001). A configuration that does not load is refused with a log line and the old one kept.
+/// Server settings (`[server]`, `[scaling]`) need a restart.
+async fn reload_on_hangup(args: StartArgs, apps: std::sync::Arc<StaticApps>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            let reloaded = read_env_file(args.env_file.as_deref()).and_then(|dotenv| {
+                let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
+                let overrides = Overrides { host: args.host.clone(), port: args.port };
+                Config::load(args.config.as_deref(), &env, &overrides).map_err(anyhow::Error::from)
+            });
+            match reloaded {
+                Ok(config) => {
+                    apps.replace(&config.apps);
+                    info!(apps = config.apps.len(), "SIGHUP: configuration reloaded (server settings need a restart)");
+                }
+                Err(e) => warn!("SIGHUP: configuration refused, the previous one is kept: {e:#}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (args, apps);
 }
 
 /// Reads a `.env` file without touching the process environment; a missing default `./.env` is fine,

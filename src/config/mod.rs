@@ -20,7 +20,7 @@ pub const DEFAULT_APP_ID: &str = "123456";
 pub const DEFAULT_APP_KEY: &str = "app-key";
 pub const DEFAULT_APP_SECRET: &str = "app-secret";
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -34,7 +34,7 @@ pub struct Config {
     pub demo_app: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub host: String,
@@ -79,14 +79,14 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: String,
     pub key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub id: String,
@@ -191,7 +191,7 @@ pub enum ClientEventsFrom {
 }
 
 /// Reverb's per-connection message rate limit (`REVERB_APP_RATE_LIMITING_*`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimiting {
     pub enabled: bool,
@@ -208,7 +208,7 @@ impl Default for RateLimiting {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -221,7 +221,7 @@ pub struct WebhookConfig {
 }
 
 /// Only events of channels whose names match.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookFilter {
     pub channel_name_starts_with: Option<String>,
@@ -239,7 +239,7 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "subscription_count",
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
     pub enabled: bool,

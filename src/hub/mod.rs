@@ -1,32 +1,35 @@
-//! The hub: apps, channels and subscriptions, and the one place where a publish fans out.
+//! The hub: channels and subscriptions of the apps in use, and the one place where a publish fans
+//! out.
 //!
-//! It knows nothing of sockets or HTTP. Connections hand it an [`Outbound`] queue when they
-//! subscribe; publishers hand it an event. A publish is serialised once into a [`Frame`] and passed
-//! to the adapter, which delivers it on every node (see [`crate::adapter`]).
+//! It knows nothing of sockets or HTTP. Sessions hand it an [`Outbound`] queue when they
+//! subscribe; publishers hand it an event. A publish is serialised once into a [`Frame`],
+//! delivered to this node's subscribers by the [`Registry`], and handed to the cluster's broker for
+//! every other node (see [`crate::cluster`]).
 
 pub mod feed;
 mod member_lock;
 pub mod outbound;
 pub mod registry;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::adapter::redis::{RedisAdapter, RedisSettings};
-use crate::adapter::{Adapter, Broadcast, ClusterEvent, Join, LocalAdapter};
+use tracing::debug;
+
+use crate::apps::{App, AppChange, AppStore};
+use crate::cluster::{Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record};
 use crate::config::AppConfig;
 use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
-use crate::protocol::ChannelName;
-use crate::protocol::{Frame, SocketId};
+use crate::protocol::{Channel, ChannelKind, ChannelName, Frame, SocketId};
 use crate::webhooks::{WebhookEvent, Webhooks};
 
 pub use outbound::{Outbound, OutboundReceiver, Outgoing, OverflowSignal};
-pub use registry::{Registry, Subscribed, Unsubscribed};
+pub use registry::{Registry, Subscribed};
 
 /// Why a subscribe was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeError {
+    /// The app has no state on this node (its connection was not counted).
     UnknownApp,
     /// The presence channel is at its member cap.
     PresenceFull(usize),
@@ -35,14 +38,10 @@ pub enum SubscribeError {
 /// How often changed subscription counts are announced: the throttle.
 pub const SUBSCRIPTION_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
 
-/// An app as served: its configuration, shared by every connection and request of the app.
-pub type App = Arc<AppConfig>;
-
 pub struct Hub {
-    by_id: HashMap<String, App>,
-    by_key: HashMap<String, App>,
+    apps: Arc<dyn AppStore>,
     registry: Arc<Registry>,
-    adapter: Arc<dyn Adapter>,
+    cluster: Cluster,
     webhooks: Webhooks,
     node: u32,
     next_seq: AtomicU64,
@@ -53,78 +52,47 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for `apps` on a single node.
-    pub fn local(apps: &[AppConfig]) -> Arc<Hub> {
-        let (registry, webhooks) = Hub::parts(apps);
-        let adapter = Arc::new(LocalAdapter::new(registry.clone()));
-        Hub::with_adapter(apps, registry, adapter, webhooks, Hub::new_node_id())
-    }
-
-    /// A hub for `apps` that is one node of a Redis-backed cluster.
-    pub async fn clustered(apps: &[AppConfig], settings: RedisSettings) -> anyhow::Result<Arc<Hub>> {
-        let (registry, webhooks) = Hub::parts(apps);
-        let node = Hub::new_node_id();
-        let app_ids = apps.iter().map(|a| a.id.clone()).collect();
-        let adapter = RedisAdapter::start(registry.clone(), node, app_ids, settings).await?;
-        Ok(Hub::with_adapter(apps, registry, adapter, webhooks, node))
-    }
-
-    fn parts(apps: &[AppConfig]) -> (Arc<Registry>, Webhooks) {
-        let mut registry = Registry::new(apps.iter().map(|a| (a.id.as_str(), a.subscription_count_events)));
-        let webhooks = Webhooks::new(apps);
-        for app in apps {
-            if webhooks.wants(&app.id, "subscription_count") {
-                registry.track_counts(&app.id);
-            }
-        }
-        (Arc::new(registry), webhooks)
-    }
-
     /// Random, so socket ids stay unique across nodes without coordination.
     pub fn new_node_id() -> u32 {
         rand::random::<u32>() % 1_000_000_000
     }
 
-    /// A hub whose peers are reached through `adapter` (which delivers locally through `registry`).
-    pub fn with_adapter(
-        apps: &[AppConfig],
+    /// A hub serving `apps`, on this node's `registry`, reaching its peers through `cluster`
+    /// (whose broker delivers other nodes' records into the same registry).
+    pub fn new(
+        apps: Arc<dyn AppStore>,
         registry: Arc<Registry>,
-        adapter: Arc<dyn Adapter>,
-        webhooks: Webhooks,
+        cluster: Cluster,
         node: u32,
+        record_feed: bool,
     ) -> Arc<Hub> {
-        let apps: Vec<App> = apps.iter().cloned().map(Arc::new).collect();
         Arc::new(Hub {
-            by_id: apps.iter().map(|a| (a.id.clone(), a.clone())).collect(),
-            by_key: apps.iter().map(|a| (a.key.clone(), a.clone())).collect(),
+            webhooks: Webhooks::new(apps.clone()),
+            apps,
             registry,
-            adapter,
-            webhooks,
+            cluster,
             node,
             next_seq: AtomicU64::new(1),
-            feed: feed::Feed::new(false),
+            feed: feed::Feed::new(record_feed),
             member_locks: member_lock::MemberLocks::default(),
         })
     }
 
-    /// Turns on the activity feed (for the dashboard). Call before sharing the hub.
-    pub fn with_feed(mut self: Arc<Self>) -> Arc<Self> {
-        if let Some(hub) = Arc::get_mut(&mut self) {
-            hub.feed = feed::Feed::new(true);
-        }
-        self
+    pub fn app_by_id(&self, id: &str) -> Option<App> {
+        self.apps.by_id(id)
     }
 
-    pub fn app_by_id(&self, id: &str) -> Option<&App> {
-        self.by_id.get(id)
+    pub fn app_by_key(&self, key: &str) -> Option<App> {
+        self.apps.by_key(key)
     }
 
-    pub fn app_by_key(&self, key: &str) -> Option<&App> {
-        self.by_key.get(key)
+    pub fn apps(&self) -> Vec<App> {
+        self.apps.list()
     }
 
-    pub fn apps(&self) -> impl Iterator<Item = &App> {
-        self.by_id.values()
+    /// Changes to the served apps, for state kept outside the hub.
+    pub fn app_changes(&self) -> tokio::sync::broadcast::Receiver<AppChange> {
+        self.apps.changes()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -135,15 +103,16 @@ impl Hub {
         &self.webhooks
     }
 
-    pub fn adapter(&self) -> &dyn Adapter {
-        self.adapter.as_ref()
+    /// Cluster-wide questions (presence, counts), which may fail.
+    pub fn cluster(&self) -> &dyn crate::cluster::ClusterState {
+        self.cluster.state.as_ref()
     }
 
-    /// Starts the hub's shared background work (one task for the whole process, not one per
-    /// connection): the throttled `subscription_count` round.
+    /// Starts the hub's shared background work (one task each for the whole process, not one per
+    /// connection): announcing what the cluster noticed, the throttled `subscription_count` round,
+    /// and letting go of removed apps.
     pub fn spawn_background(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        self.webhooks.start();
-        if let Some(mut events) = self.adapter.take_events() {
+        if let Some(mut events) = self.cluster.state.take_events() {
             let hub = self.clone();
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
@@ -151,6 +120,21 @@ impl Hub {
                 }
             });
         }
+        let mut changes = self.apps.changes();
+        let hub = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    change = changes.recv() => match change {
+                        Ok(change) => hub.on_app_change(change),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SUBSCRIPTION_COUNT_INTERVAL);
@@ -168,7 +152,18 @@ impl Hub {
         });
     }
 
-    /// Subscribes a connection's queue to a channel; on presence channels `member` is who it joins
+    fn on_app_change(&self, change: AppChange) {
+        match change {
+            AppChange::Updated(app) => self.registry.app_updated(&app),
+            AppChange::Removed(app_id) => {
+                let closed = self.registry.forget_app(&app_id);
+                self.webhooks.forget(&app_id);
+                tracing::info!(app_id, closed, "app removed: its connections were closed with 4001");
+            }
+        }
+    }
+
+    /// Subscribes a session's queue to a channel; on presence channels `member` is who it joins
     /// as. Announces a new member to the cluster and tells the app's webhooks what changed.
     pub async fn subscribe(
         &self,
@@ -193,6 +188,7 @@ impl Hub {
         let name = channel.name;
         let mut announce = false;
         // Held until the join is announced: a concurrent leave of the same user waits, then sees it.
+        // Every await under it is a cluster call, each bounded by the cluster's own deadline.
         let guard = match member {
             Some(member) => Some(self.member_locks.lock(&app.id, name, &member.user_id).await),
             None => None,
@@ -202,18 +198,29 @@ impl Hub {
             Some(member) => {
                 let user = member.user_id.as_str();
                 let members = if self.registry.add_local_user(&app.id, name, user) {
-                    match self.adapter.presence_join(&app.id, name, member, app.max_presence_members).await {
-                        Join::Joined { first, members } => {
+                    match self.cluster.state.presence_join(&app.id, name, member, app.max_presence_members).await {
+                        Ok(Join::Joined { first, members }) => {
                             announce = first;
                             members
                         }
-                        Join::Full => {
+                        Ok(Join::Full) => {
                             self.registry.remove_local_user(&app.id, name, user);
                             return Err(SubscribeError::PresenceFull(app.max_presence_members));
                         }
+                        // The cluster is away: the member is served here, and written to the
+                        // cluster (and so announced to other nodes' lists) when it is back.
+                        Err(e) => {
+                            debug!(error = %e, "presence join served locally");
+                            announce = true;
+                            vec![(member.user_id.clone(), member.user_info.clone())]
+                        }
                     }
                 } else {
-                    self.adapter.members(&app.id, name).await
+                    self.cluster
+                        .state
+                        .members(&app.id, name)
+                        .await
+                        .unwrap_or_else(|_| vec![(member.user_id.clone(), member.user_info.clone())])
                 };
                 presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
             }
@@ -224,16 +231,17 @@ impl Hub {
             return Err(SubscribeError::UnknownApp);
         };
         if subscribed.new {
-            self.adapter.subscription_changed(&app.id, name, 1).await;
+            self.logged(self.cluster.state.subscription_changed(&app.id, name, 1).await);
             self.feed.record(&app.id, "subscribed", Some(name), Some(out.socket_id().to_string()), "");
         }
-        if subscribed.occupied && self.adapter.occupied(&app.id, name).await {
+        // With the cluster away, assume first: a duplicate `channel_occupied` beats a missing one.
+        if subscribed.occupied && self.cluster.state.occupied(&app.id, name).await.unwrap_or(true) {
             self.webhooks.emit(&app.id, WebhookEvent::ChannelOccupied { channel: name.to_owned() });
         }
         if let (true, Some(member)) = (announce, member) {
             let frame = Frame::internal("pusher_internal:member_added", Some(name), &member.added_json());
             let except = Some(out.socket_id());
-            self.publish(Broadcast { app_id: app.id.clone(), channel: name.to_owned(), frame, except }).await;
+            self.publish(&app.id, channel.to_channel(), BroadcastKind::Internal, frame, except).await;
             let user_id = member.user_id.clone();
             self.webhooks.emit(&app.id, WebhookEvent::MemberAdded { channel: name.to_owned(), user_id });
         }
@@ -251,15 +259,15 @@ impl Hub {
     /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone.
     pub async fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) {
         let Some(left) = self.registry.unsubscribe(app_id, channel, socket_id) else { return };
-        if channel.starts_with(crate::protocol::channel::USER_CHANNEL_PREFIX) {
+        if ChannelKind::of(channel) == ChannelKind::User {
             return;
         }
-        self.adapter.subscription_changed(app_id, channel, -1).await;
+        self.logged(self.cluster.state.subscription_changed(app_id, channel, -1).await);
         self.feed.record(app_id, "unsubscribed", Some(channel), Some(socket_id.to_string()), "");
         if let Some(user_id) = left.last_local_socket_of {
             self.user_left(app_id, channel, &user_id).await;
         }
-        if left.vacated && self.adapter.vacated(app_id, channel).await {
+        if left.vacated && self.cluster.state.vacated(app_id, channel).await.unwrap_or(false) {
             self.webhooks.emit(app_id, WebhookEvent::ChannelVacated { channel: channel.to_owned() });
         }
     }
@@ -272,42 +280,61 @@ impl Hub {
             // Another socket of the user joined here meanwhile: the member stays.
             return;
         }
-        if self.adapter.presence_leave(app_id, channel, user_id).await {
-            let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
-            self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except: None })
-                .await;
-            let user_id = user_id.to_owned();
-            self.webhooks.emit(app_id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
+        // With the cluster away, this node's own subscribers are still told: they saw the join.
+        let gone = match self.cluster.state.presence_leave(app_id, channel, user_id).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                debug!(error = %e, "presence leave announced locally");
+                true
+            }
+        };
+        if gone {
+            self.member_removed(app_id, channel, user_id).await;
         }
     }
 
-    /// Counts a new connection against the app's quota (this node's); false when full.
-    pub async fn connection_opened(&self, app: &AppConfig) -> bool {
-        if !self.registry.try_add_connection(&app.id, app.max_connections) {
+    async fn member_removed(&self, app_id: &str, channel: &str, user_id: &str) {
+        let Ok(parsed) = Channel::parse(channel) else { return };
+        let frame = Frame::internal("pusher_internal:member_removed", Some(channel), &removed_json(user_id));
+        self.publish(app_id, parsed, BroadcastKind::Internal, frame, None).await;
+        let user_id = user_id.to_owned();
+        self.webhooks.emit(app_id, WebhookEvent::MemberRemoved { channel: channel.to_owned(), user_id });
+    }
+
+    /// Counts a new connection (whose queue is `out`) against the app's quota (this node's);
+    /// false when full.
+    pub async fn connection_opened(&self, app: &AppConfig, out: &Outbound) -> bool {
+        if !self.registry.try_add_connection(app, out) {
             self.feed.record(&app.id, "refused", None, None, "over the connection quota (4004)");
             return false;
         }
-        self.adapter.connection_changed(&app.id, 1).await;
+        self.logged(self.cluster.state.connection_changed(&app.id, 1).await);
         true
     }
 
-    pub async fn connection_closed(&self, app_id: &str) {
-        self.registry.remove_connection(app_id);
-        self.adapter.connection_changed(app_id, -1).await;
+    pub async fn connection_closed(&self, app_id: &str, socket_id: SocketId) {
+        self.registry.remove_connection(app_id, socket_id);
+        self.logged(self.cluster.state.connection_changed(app_id, -1).await);
+    }
+
+    /// Cluster writes that fail are already logged (and the node marked degraded) by the cluster;
+    /// they are rewritten when it is back.
+    fn logged(&self, result: ClusterResult<()>) {
+        if let Err(e) = result {
+            debug!(error = %e, "cluster write skipped");
+        }
     }
 
     /// Whether the cluster can be reached (always, for a single node).
     pub fn healthy(&self) -> bool {
-        self.adapter.healthy()
+        self.cluster.healthy()
     }
 
-    /// Announces what the adapter noticed by itself: a dead node's members and channels gone.
+    /// Announces what the cluster noticed by itself: a dead node's members and channels gone.
     async fn on_cluster_event(&self, event: ClusterEvent) {
         match event {
             ClusterEvent::MemberGone { app_id, channel, user_id } => {
-                let frame = Frame::internal("pusher_internal:member_removed", Some(&channel), &removed_json(&user_id));
-                self.publish(Broadcast { app_id: app_id.clone(), channel: channel.clone(), frame, except: None }).await;
-                self.webhooks.emit(&app_id, WebhookEvent::MemberRemoved { channel, user_id });
+                self.member_removed(&app_id, &channel, &user_id).await;
             }
             ClusterEvent::ChannelGone { app_id, channel } => {
                 self.webhooks.emit(&app_id, WebhookEvent::ChannelVacated { channel });
@@ -317,7 +344,11 @@ impl Hub {
 
     /// Closes a signed-in user's connections on every node.
     pub async fn terminate_user(&self, app_id: &str, user_id: &str) {
-        self.adapter.terminate_user(app_id, user_id).await;
+        self.registry.terminate_user(app_id, user_id);
+        let record = Record::Terminate { app_id: app_id.to_owned(), user_id: user_id.to_owned() };
+        if let Err(e) = self.cluster.broker.publish(record).await {
+            debug!(error = %e, "terminate reached this node only");
+        }
     }
 
     /// A fresh socket id, unique across the cluster.
@@ -329,26 +360,37 @@ impl Hub {
     pub async fn publish_event(
         &self,
         app_id: &str,
-        channel: &str,
+        channel: Channel,
         event: &str,
         data: &str,
         except: Option<SocketId>,
     ) -> usize {
-        let frame = Frame::event(event, channel, data);
-        self.publish(Broadcast { app_id: app_id.to_owned(), channel: channel.to_owned(), frame, except }).await
+        let frame = Frame::event(event, &channel.name, data);
+        self.publish(app_id, channel, BroadcastKind::Event, frame, except).await
     }
 
-    /// Publishes a ready frame on every node.
-    pub async fn publish(&self, broadcast: Broadcast) -> usize {
+    /// Publishes a ready frame on every node: this node's subscribers get it now, the others
+    /// through the broker. Returns this node's deliveries.
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        channel: Channel,
+        kind: BroadcastKind,
+        frame: Frame,
+        except: Option<SocketId>,
+    ) -> usize {
+        let broadcast = Broadcast { app_id: app_id.to_owned(), channel, kind, frame, except };
         if self.feed.enabled() {
-            let kind =
-                if broadcast.frame.as_str().contains("\"event\":\"client-") { "client_event" } else { "message" };
+            let shown = if kind == BroadcastKind::ClientEvent { "client_event" } else { "message" };
             let except = broadcast.except.map(|s| s.to_string());
-            self.feed.record(&broadcast.app_id, kind, Some(&broadcast.channel), except, broadcast.frame.as_str());
+            self.feed.record(app_id, shown, Some(&broadcast.channel.name), except, broadcast.frame.as_str());
         }
         let started = std::time::Instant::now();
-        let delivered = self.adapter.publish(broadcast).await;
+        let delivered = self.registry.deliver(&broadcast);
         crate::metrics::published(delivered, started.elapsed().as_secs_f64());
+        if let Err(e) = self.cluster.broker.publish(Record::Broadcast(broadcast)).await {
+            debug!(error = %e, "broadcast reached this node only");
+        }
         delivered
     }
 }

@@ -193,6 +193,7 @@ impl OutboundReceiver {
     }
 
     /// Whether a push was refused because the client fell too far behind.
+    #[cfg(test)]
     pub fn overflowed(&self) -> bool {
         self.shared.overflowed.load(Ordering::Acquire)
     }
@@ -203,6 +204,7 @@ impl OutboundReceiver {
     }
 
     /// Bytes currently queued.
+    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.shared.queued_bytes.load(Ordering::Acquire)
     }

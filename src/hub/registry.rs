@@ -5,17 +5,23 @@
 //! a push never waits on a socket, so no lock is ever held across a write. Everything a subscriber
 //! must see in order (the confirmation, the cached event, member changes) is pushed under the
 //! channel's lock, so it can never overtake or be overtaken by the channel's events.
+//!
+//! An app's state here is made by its first connection (or a cache channel's first event) and
+//! freed once it has no connection, no channel and no cached event left: a server hosting many
+//! apps pays only for those in use, and an app removed from the store leaves nothing behind.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use super::outbound::Outbound;
-use crate::adapter::{Broadcast, LocalNode};
-use crate::protocol::channel::USER_CHANNEL_PREFIX;
+use crate::apps::AppStore;
+use crate::cluster::{Broadcast, BroadcastKind, LocalNode};
+use crate::config::AppConfig;
+use crate::protocol::channel::user_channel;
 use crate::protocol::{ChannelKind, ChannelName, ErrorCode, Frame, SocketId};
 
 /// How long a cache channel keeps its last event (Pusher keeps it 30 minutes).
@@ -39,18 +45,23 @@ struct Channel {
 
 struct AppChannels {
     /// Whether `pusher_internal:subscription_count` is sent for this app.
-    count_events: bool,
+    count_events: AtomicBool,
     /// Whether count changes are collected at all (for the events, or for a webhook).
-    track_counts: bool,
+    track_counts: AtomicBool,
     channels: DashMap<Box<str>, Channel>,
+    /// Counted apart from `sockets` so that the quota check is one atomic step.
     connections: AtomicUsize,
+    /// Every open connection's queue, so that an app leaving the store can close them all.
+    sockets: DashMap<SocketId, Outbound>,
     /// Last event of each cache channel, with when it was published.
     cache: DashMap<Box<str>, (Frame, Instant)>,
 }
 
-/// Local subscriptions of every app served by this node.
+/// Local subscriptions of every app in use on this node.
 pub struct Registry {
-    apps: HashMap<String, AppChannels>,
+    /// Where an app's configuration is found when its state is made.
+    store: Arc<dyn AppStore>,
+    apps: DashMap<Box<str>, Arc<AppChannels>>,
     /// Channels whose subscriber count changed since the last `subscription_count` round.
     count_changed: Mutex<HashSet<(String, String)>>,
 }
@@ -78,31 +89,78 @@ pub struct Unsubscribed {
 }
 
 impl AppChannels {
-    fn new(count_events: bool) -> Self {
+    fn new(app: &AppConfig) -> Self {
         AppChannels {
-            count_events,
-            track_counts: count_events,
+            count_events: AtomicBool::new(app.subscription_count_events),
+            // A `subscription_count` webhook needs the changes even when clients are not told.
+            track_counts: AtomicBool::new(Self::tracks_counts(app)),
             channels: DashMap::new(),
             connections: AtomicUsize::new(0),
+            sockets: DashMap::new(),
             cache: DashMap::new(),
         }
+    }
+
+    /// A `subscription_count` webhook needs the changes even when clients are not told.
+    fn tracks_counts(app: &AppConfig) -> bool {
+        app.subscription_count_events || crate::webhooks::app_wants(app, "subscription_count")
+    }
+
+    /// Nothing left worth keeping: no connection, no channel, no cached event still fresh.
+    fn unused(&self) -> bool {
+        if self.connections.load(Ordering::Acquire) != 0 || !self.channels.is_empty() {
+            return false;
+        }
+        self.cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        self.cache.is_empty()
     }
 }
 
 impl Registry {
-    /// A registry for apps given as (id, whether subscription_count events are sent).
-    pub fn new<'a>(apps: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
-        Registry {
-            apps: apps.into_iter().map(|(id, count_events)| (id.to_owned(), AppChannels::new(count_events))).collect(),
-            count_changed: Mutex::new(HashSet::new()),
+    pub fn new(store: Arc<dyn AppStore>) -> Self {
+        Registry { store, apps: DashMap::new(), count_changed: Mutex::new(HashSet::new()) }
+    }
+
+    /// An app's state, if it has any on this node (the shard lock is let go at once).
+    fn app(&self, app_id: &str) -> Option<Arc<AppChannels>> {
+        self.apps.get(app_id).map(|a| a.clone())
+    }
+
+    /// Frees an app's state if nothing in it is in use. Checked under the map's write lock, which
+    /// also guards creation, so a connection arriving at the same moment is never lost.
+    fn release_if_unused(&self, app_id: &str) {
+        self.apps.remove_if(app_id, |_, app| app.unused());
+    }
+
+    /// Drops an app's state whatever it holds (the app was removed from the store), closing its
+    /// connections with 4001: the app no longer exists.
+    pub fn forget_app(&self, app_id: &str) -> usize {
+        let Some((_, app)) = self.apps.remove(app_id) else { return 0 };
+        for socket in app.sockets.iter() {
+            socket.value().close(ErrorCode::AppNotFound, "The app no longer exists");
         }
+        app.sockets.len()
+    }
+
+    /// An app's configuration changed: what the registry took from it follows. (Connections keep
+    /// the configuration they opened with; new ones get the new one.)
+    pub fn app_updated(&self, app: &AppConfig) {
+        if let Some(state) = self.app(&app.id) {
+            state.count_events.store(app.subscription_count_events, Ordering::Relaxed);
+            state.track_counts.store(AppChannels::tracks_counts(app), Ordering::Relaxed);
+        }
+    }
+
+    /// Apps with state on this node.
+    pub fn active_apps(&self) -> usize {
+        self.apps.len()
     }
 
     /// Counts one more socket of a presence user in a channel; true when it is the user's first on
     /// this node (the cluster's presence store must then hear of it). Call before `subscribe`;
     /// undo with `remove_local_user` if the subscribe is then refused.
     pub fn add_local_user(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
-        let Some(app) = self.apps.get(app_id) else { return false };
+        let Some(app) = self.app(app_id) else { return false };
         let mut entry = app.channels.entry(channel.into()).or_default();
         let sockets = entry.local_users.entry(Arc::from(user_id)).or_insert(0);
         *sockets += 1;
@@ -111,18 +169,18 @@ impl Registry {
 
     /// How many of this node's sockets are in `channel` as `user_id`.
     pub fn local_user_sockets(&self, app_id: &str, channel: &str, user_id: &str) -> usize {
-        let Some(app) = self.apps.get(app_id) else { return 0 };
+        let Some(app) = self.app(app_id) else { return 0 };
         app.channels.get(channel).and_then(|c| c.local_users.get(user_id).copied()).unwrap_or(0)
     }
 
     /// Takes back an `add_local_user`; true when it was the user's last socket here.
     pub fn remove_local_user(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
-        let Some(app) = self.apps.get(app_id) else { return false };
+        let Some(app) = self.app(app_id) else { return false };
         let last = match app.channels.get_mut(channel) {
             Some(mut entry) => Self::release_user(&mut entry, user_id),
             None => false,
         };
-        self.drop_if_empty(app, channel);
+        self.drop_if_empty(&app, channel);
         last
     }
 
@@ -148,7 +206,7 @@ impl Registry {
         confirmation: Frame,
         user_id: Option<&str>,
     ) -> Option<Subscribed> {
-        let app = self.apps.get(app_id)?;
+        let app = self.app(app_id)?;
         let name = channel.name;
         let mut entry = app.channels.entry(name.into()).or_default();
         let occupied = entry.subscribers.is_empty();
@@ -176,7 +234,7 @@ impl Registry {
             }
         }
         drop(entry);
-        if app.track_counts && channel.kind != ChannelKind::Presence {
+        if app.track_counts.load(Ordering::Relaxed) && channel.kind.counts_subscriptions() {
             self.mark_count_changed(app_id, name);
         }
         Some(Subscribed { new: previous.is_none(), occupied, cache_miss, replaced_last_socket_of })
@@ -184,8 +242,8 @@ impl Registry {
 
     /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
     pub fn join_user_channel(&self, app_id: &str, user_id: &str, out: &Outbound) {
-        if let Some(app) = self.apps.get(app_id) {
-            let name = format!("{USER_CHANNEL_PREFIX}{user_id}");
+        if let Some(app) = self.app(app_id) {
+            let name = user_channel(user_id);
             app.channels
                 .entry(name.into())
                 .or_default()
@@ -196,8 +254,8 @@ impl Registry {
 
     /// Closes every local connection of a user (the HTTP API's `terminate_connections`).
     pub fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
-        let Some(app) = self.apps.get(app_id) else { return 0 };
-        let name = format!("{USER_CHANNEL_PREFIX}{user_id}");
+        let Some(app) = self.app(app_id) else { return 0 };
+        let name = user_channel(user_id);
         let Some(channel) = app.channels.get(name.as_str()) else { return 0 };
         for sub in channel.subscribers.values() {
             sub.out.close(ErrorCode::Unauthorized, "Connection terminated by the application");
@@ -207,7 +265,7 @@ impl Registry {
 
     /// Removes a subscriber. Returns `None` when it was not subscribed.
     pub fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) -> Option<Unsubscribed> {
-        let app = self.apps.get(app_id)?;
+        let app = self.app(app_id)?;
         let last_local_socket_of = {
             let mut entry = app.channels.get_mut(channel)?;
             let sub = entry.subscribers.remove(&socket_id)?;
@@ -216,8 +274,8 @@ impl Registry {
                 _ => None,
             }
         };
-        let vacated = self.drop_if_empty(app, channel);
-        if app.track_counts && !channel.starts_with("presence-") && !channel.starts_with(USER_CHANNEL_PREFIX) {
+        let vacated = self.drop_if_empty(&app, channel);
+        if app.track_counts.load(Ordering::Relaxed) && ChannelKind::of(channel).counts_subscriptions() {
             self.mark_count_changed(app_id, channel);
         }
         Some(Unsubscribed { vacated, last_local_socket_of })
@@ -235,14 +293,6 @@ impl Registry {
         }
     }
 
-    /// Also collects count changes of `app_id` when it does not send them to clients (a
-    /// `subscription_count` webhook needs them).
-    pub fn track_counts(&mut self, app_id: &str) {
-        if let Some(app) = self.apps.get_mut(app_id) {
-            app.track_counts = true;
-        }
-    }
-
     /// Sends `pusher_internal:subscription_count` to every channel whose count changed since the
     /// last call (where the app sends them), and returns the changes as (app, channel, count).
     /// Called on a coarse shared tick, which is what throttles it.
@@ -253,10 +303,10 @@ impl Registry {
         };
         let mut counts = Vec::with_capacity(changed.len());
         for (app_id, channel) in changed {
-            let Some(app) = self.apps.get(&app_id) else { continue };
+            let Some(app) = self.app(&app_id) else { continue };
             let count = match app.channels.get(channel.as_str()) {
                 Some(entry) => {
-                    if app.count_events {
+                    if app.count_events.load(Ordering::Relaxed) {
                         let frame = Frame::subscription_count(&channel, entry.subscribers.len());
                         for sub in entry.subscribers.values() {
                             sub.out.push(frame.clone());
@@ -271,36 +321,68 @@ impl Registry {
         counts
     }
 
-    /// Counts a new connection against the app's quota; false when at `max`.
-    pub fn try_add_connection(&self, app_id: &str, max: Option<u64>) -> bool {
-        let Some(app) = self.apps.get(app_id) else { return false };
-        let limit = max.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-        app.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
+    /// Counts a new connection against the app's quota (`max_connections`), making the app's state
+    /// if this is its first; false when the quota is full.
+    pub fn try_add_connection(&self, app: &AppConfig, out: &Outbound) -> bool {
+        let limit = app.max_connections.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let added = {
+            // The entry's lock is held while counting, so a concurrent release cannot free it.
+            let state = self.apps.entry(app.id.as_str().into()).or_insert_with(|| Arc::new(AppChannels::new(app)));
+            let added = state
+                .connections
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+                .is_ok();
+            if added {
+                state.sockets.insert(out.socket_id(), out.clone());
+            }
+            added
+        };
+        if !added {
+            self.release_if_unused(&app.id);
+        }
+        added
     }
 
-    pub fn remove_connection(&self, app_id: &str) {
-        if let Some(app) = self.apps.get(app_id) {
-            app.connections.fetch_sub(1, Ordering::AcqRel);
+    /// A connection counted by `try_add_connection` closed; the app's state goes with its last.
+    pub fn remove_connection(&self, app_id: &str, socket_id: SocketId) {
+        if let Some(app) = self.app(app_id) {
+            if app.sockets.remove(&socket_id).is_some() {
+                app.connections.fetch_sub(1, Ordering::AcqRel);
+            }
         }
+        self.release_if_unused(app_id);
     }
 
     /// This node's open connections of an app.
     pub fn connection_count_local(&self, app_id: &str) -> usize {
-        self.apps.get(app_id).map_or(0, |a| a.connections.load(Ordering::Acquire))
+        self.app(app_id).map_or(0, |a| a.connections.load(Ordering::Acquire))
     }
 
     /// Total subscriptions of every app (proves nothing leaks).
     pub fn total_subscriptions(&self) -> usize {
-        self.apps.values().map(|a| a.channels.iter().map(|c| c.subscribers.len()).sum::<usize>()).sum()
+        self.apps.iter().map(|a| a.channels.iter().map(|c| c.subscribers.len()).sum::<usize>()).sum()
     }
 
     /// Total channels of every app.
     pub fn total_channels(&self) -> usize {
-        self.apps.values().map(|a| a.channels.len()).sum()
+        self.apps.iter().map(|a| a.channels.len()).sum()
     }
 
-    /// Keeps the last event of a cache channel.
-    fn remember(&self, app: &AppChannels, channel: &str, frame: &Frame) {
+    /// Keeps the last event of a cache channel; makes the app's state if it has none here (a
+    /// cache channel remembers its event with nobody subscribed).
+    fn remember(&self, b: &Broadcast) {
+        match self.app(&b.app_id) {
+            Some(app) => Self::remember_in(&app, &b.channel.name, &b.frame),
+            None => {
+                let Some(config) = self.store.by_id(&b.app_id) else { return };
+                let app =
+                    self.apps.entry(b.app_id.as_str().into()).or_insert_with(|| Arc::new(AppChannels::new(&config)));
+                Self::remember_in(&app, &b.channel.name, &b.frame);
+            }
+        }
+    }
+
+    fn remember_in(app: &AppChannels, channel: &str, frame: &Frame) {
         if app.cache.len() >= MAX_CACHED_CHANNELS && !app.cache.contains_key(channel) {
             app.cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
             if app.cache.len() >= MAX_CACHED_CHANNELS {
@@ -317,13 +399,12 @@ impl Registry {
 
 impl LocalNode for Registry {
     fn deliver(&self, b: &Broadcast) -> usize {
-        let Some(app) = self.apps.get(&b.app_id) else { return 0 };
         // The last *event*: member_added/removed on a presence-cache channel are bookkeeping, not events.
-        let internal = b.frame.as_str().starts_with(r#"{"event":"pusher_internal:"#);
-        if !internal && ChannelName::parse_for_publish(&b.channel).is_ok_and(|c| c.cache) {
-            self.remember(app, &b.channel, &b.frame);
+        if b.channel.cache && b.kind != BroadcastKind::Internal {
+            self.remember(b);
         }
-        let Some(channel) = app.channels.get(b.channel.as_str()) else { return 0 };
+        let Some(app) = self.apps.get(b.app_id.as_str()) else { return 0 };
+        let Some(channel) = app.channels.get(b.channel.name.as_str()) else { return 0 };
         let mut delivered = 0;
         for (socket_id, sub) in &channel.subscribers {
             if Some(*socket_id) != b.except && sub.out.push(b.frame.clone()) {
@@ -334,24 +415,28 @@ impl LocalNode for Registry {
     }
 
     fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
-        self.apps.get(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
+        self.app(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
     }
 
     fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
-        let Some(app) = self.apps.get(app_id) else { return Vec::new() };
+        let Some(app) = self.app(app_id) else { return Vec::new() };
         app.channels
             .iter()
-            .filter(|c| !c.subscribers.is_empty() && !c.key().starts_with(USER_CHANNEL_PREFIX))
+            .filter(|c| !c.subscribers.is_empty() && ChannelKind::of(c.key()).is_listed())
             .map(|c| (c.key().to_string(), c.subscribers.len()))
             .collect()
     }
 
     fn connection_count(&self, app_id: &str) -> usize {
-        self.apps.get(app_id).map_or(0, |a| a.connections.load(Ordering::Acquire))
+        self.connection_count_local(app_id)
     }
 
     fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
         Registry::terminate_user(self, app_id, user_id)
+    }
+
+    fn app_ids(&self) -> Vec<String> {
+        self.apps.iter().map(|a| a.key().to_string()).collect()
     }
 }
 
@@ -359,6 +444,21 @@ impl LocalNode for Registry {
 mod tests {
     use super::*;
     use crate::hub::outbound::{OutboundReceiver, Outgoing};
+
+    /// A registry serving app "a" (which sends subscription counts), with one connection open so
+    /// that the app has state.
+    fn registry() -> Registry {
+        let mut app = AppConfig::new("a", "key-a", "secret-a");
+        app.subscription_count_events = true;
+        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        assert!(reg.try_add_connection(&app, &Outbound::new(sid(1000), 1 << 20).0));
+        reg
+    }
+
+    fn broadcast(channel: &str, frame: Frame, except: Option<SocketId>) -> Broadcast {
+        let channel = crate::protocol::Channel::parse(channel).unwrap();
+        Broadcast { app_id: "a".into(), channel, kind: BroadcastKind::Event, frame, except }
+    }
 
     fn sid(seq: u64) -> SocketId {
         SocketId { node: 1, seq }
@@ -386,7 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn fan_out_shares_one_frame_and_honours_exclusion() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
         let s1 = reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
@@ -394,7 +494,7 @@ mod tests {
         let s2 = reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         assert!(s2.new && !s2.occupied);
         let frame = Frame::event("e", "c", "d");
-        let b = Broadcast { app_id: "a".into(), channel: "c".into(), frame: frame.clone(), except: Some(sid(1)) };
+        let b = broadcast("c", frame.clone(), Some(sid(1)));
         assert_eq!(reg.deliver(&b), 1);
         let mut got = Vec::new();
         r2.recv_many(&mut got, 10).await;
@@ -408,7 +508,7 @@ mod tests {
 
     #[test]
     fn unsubscribing_the_last_socket_vacates_and_frees_the_channel() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
         reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
@@ -426,7 +526,7 @@ mod tests {
 
     #[test]
     fn local_users_count_sockets_not_users() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         assert!(reg.add_local_user("a", "presence-r", "ann"), "first socket of ann");
         assert!(!reg.add_local_user("a", "presence-r", "ann"), "second tab");
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
@@ -448,14 +548,14 @@ mod tests {
 
     #[tokio::test]
     async fn cache_channels_replay_the_last_event_or_say_miss() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         reg.subscribe("a", &chan("cache-prices"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         let saw = drain(&mut r1).await;
         assert_eq!(saw[1]["event"], "pusher:cache_miss");
         for price in ["1", "2"] {
             let frame = Frame::event("price", "cache-prices", price);
-            reg.deliver(&Broadcast { app_id: "a".into(), channel: "cache-prices".into(), frame, except: None });
+            reg.deliver(&broadcast("cache-prices", frame, None));
         }
         let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
         reg.subscribe("a", &chan("cache-prices"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
@@ -463,13 +563,13 @@ mod tests {
         assert_eq!(saw[0]["event"], "pusher_internal:subscription_succeeded");
         assert_eq!(saw[1]["data"], "2", "the last event, right after the confirmation");
         // Non-cache channels keep nothing.
-        reg.deliver(&Broadcast { app_id: "a".into(), channel: "plain".into(), frame: Frame::pong(), except: None });
-        assert_eq!(reg.apps["a"].cache.len(), 1);
+        reg.deliver(&broadcast("plain", Frame::pong(), None));
+        assert_eq!(reg.app("a").unwrap().cache.len(), 1);
     }
 
     #[tokio::test]
     async fn subscription_counts_are_batched_per_round() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
         reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
@@ -484,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn terminate_user_closes_each_of_its_sockets() {
-        let reg = Registry::new([("a", true)]);
+        let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
         reg.join_user_channel("a", "42", &o1);
@@ -499,12 +599,60 @@ mod tests {
 
     #[test]
     fn connection_quota() {
-        let reg = Registry::new([("a", true)]);
-        assert!(reg.try_add_connection("a", Some(2)));
-        assert!(reg.try_add_connection("a", Some(2)));
-        assert!(!reg.try_add_connection("a", Some(2)));
-        reg.remove_connection("a");
-        assert!(reg.try_add_connection("a", Some(2)));
-        assert!(!reg.try_add_connection("unknown", None));
+        let mut app = AppConfig::new("a", "key-a", "secret-a");
+        app.max_connections = Some(2);
+        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let queues: Vec<_> = (1..=4).map(|n| Outbound::new(sid(n), 1 << 20)).collect();
+        assert!(reg.try_add_connection(&app, &queues[0].0));
+        assert!(reg.try_add_connection(&app, &queues[1].0));
+        assert!(!reg.try_add_connection(&app, &queues[2].0));
+        reg.remove_connection("a", sid(3));
+        assert_eq!(reg.connection_count_local("a"), 2, "a refused connection was never counted");
+        reg.remove_connection("a", sid(1));
+        assert!(reg.try_add_connection(&app, &queues[3].0));
+    }
+
+    #[tokio::test]
+    async fn an_apps_state_is_made_by_its_first_connection_and_freed_after_its_last() {
+        let app = AppConfig::new("a", "key-a", "secret-a");
+        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        assert_eq!(reg.active_apps(), 0, "nothing before the first connection");
+        assert!(reg.subscribe("a", &chan("c"), &Outbound::new(sid(9), 1 << 20).0, Frame::pong(), None).is_none());
+        let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
+        let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
+        assert!(reg.try_add_connection(&app, &o1) && reg.try_add_connection(&app, &o2));
+        assert_eq!(reg.active_apps(), 1);
+        reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        reg.remove_connection("a", sid(2));
+        assert_eq!(reg.active_apps(), 1, "one connection is still open");
+        reg.unsubscribe("a", "c", sid(1)).unwrap();
+        reg.remove_connection("a", sid(1));
+        assert_eq!(reg.active_apps(), 0, "freed with its last connection");
+
+        // A cache channel's event is kept with nobody connected, and keeps the state alive.
+        reg.deliver(&broadcast("cache-x", Frame::event("e", "cache-x", "1"), None));
+        assert_eq!(reg.active_apps(), 1);
+        assert!(reg.try_add_connection(&app, &o1));
+        reg.remove_connection("a", sid(1));
+        assert_eq!(reg.active_apps(), 1, "the cached event is still fresh");
+        // An app the store does not know gets no state.
+        let b = Broadcast { app_id: "nope".into(), ..broadcast("cache-x", Frame::pong(), None) };
+        reg.deliver(&b);
+        assert_eq!(reg.active_apps(), 1);
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_app_closes_its_connections_with_4001() {
+        let app = AppConfig::new("a", "key-a", "secret-a");
+        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        assert!(reg.try_add_connection(&app, &o1));
+        assert_eq!(reg.forget_app("a"), 1);
+        assert_eq!(reg.active_apps(), 0);
+        let mut got = Vec::new();
+        r1.recv_many(&mut got, 10).await;
+        assert!(matches!(got[0], Outgoing::Close { code: ErrorCode::AppNotFound, .. }), "{got:?}");
+        reg.remove_connection("a", sid(1));
+        assert_eq!(reg.forget_app("a"), 0, "nothing left");
     }
 }

@@ -1,4 +1,7 @@
-//! Channel names and what their prefix makes them (PROTOCOL.md §3).
+//! Channel names and what their prefix makes them (docs/protocol.md §3).
+//!
+//! Every decision that depends on a channel's kind is made here, from the parsed name: the rest of
+//! the server asks a [`ChannelKind`] or a [`Channel`], never looks at a prefix itself.
 
 /// Longest channel name Pusher accepts.
 pub const MAX_CHANNEL_NAME_LEN: usize = 164;
@@ -23,6 +26,60 @@ impl ChannelKind {
     /// Whether subscribing needs a signed `auth`.
     pub fn needs_auth(self) -> bool {
         matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
+    }
+
+    /// Whether clients may send `client-*` events to it.
+    pub fn accepts_client_events(self) -> bool {
+        matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
+    }
+
+    /// Whether its subscriber count is announced (`subscription_count`): presence channels count
+    /// members instead, and user channels are not channels a client subscribed to.
+    pub fn counts_subscriptions(self) -> bool {
+        !matches!(self, ChannelKind::Presence | ChannelKind::User)
+    }
+
+    /// Whether it is listed by the HTTP API and the dashboard (user channels are not).
+    pub fn is_listed(self) -> bool {
+        self != ChannelKind::User
+    }
+
+    /// The kind of a name that was validated when it entered the server (a registry key, a name
+    /// read back from the cluster's store): classified without validating again.
+    pub fn of(name: &str) -> ChannelKind {
+        if name.starts_with(USER_CHANNEL_PREFIX) {
+            return ChannelKind::User;
+        }
+        ChannelName::classify(name).kind
+    }
+}
+
+/// The channel a signed-in user's connections share, `#server-to-user-{id}`.
+pub fn user_channel(user_id: &str) -> String {
+    format!("{USER_CHANNEL_PREFIX}{user_id}")
+}
+
+/// The user a `#server-to-user-{id}` name belongs to, if it is one.
+pub fn user_of_channel(name: &str) -> Option<&str> {
+    name.strip_prefix(USER_CHANNEL_PREFIX)
+}
+
+/// An owned, validated channel: what a broadcast carries, so that no layer parses the name again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub name: String,
+    pub kind: ChannelKind,
+    pub cache: bool,
+}
+
+impl Channel {
+    /// Validates a name that may be published to (see [`ChannelName::parse_for_publish`]).
+    pub fn parse(name: &str) -> Result<Channel, InvalidChannel> {
+        ChannelName::parse_for_publish(name).map(|c| c.to_channel())
+    }
+
+    pub fn as_name(&self) -> ChannelName<'_> {
+        ChannelName { name: &self.name, kind: self.kind, cache: self.cache }
     }
 }
 
@@ -79,6 +136,11 @@ impl<'a> ChannelName<'a> {
             return Ok(ChannelName { name, kind: ChannelKind::User, cache: false });
         }
         Self::parse(name)
+    }
+
+    /// An owned copy, for a broadcast.
+    pub fn to_channel(&self) -> Channel {
+        Channel { name: self.name.to_owned(), kind: self.kind, cache: self.cache }
     }
 
     fn classify(name: &'a str) -> Self {
@@ -168,6 +230,24 @@ mod tests {
         assert!(ChannelName::parse_for_publish("#server-to-user-a b").is_err());
         assert!(ChannelName::parse_for_publish("#other").is_err());
         assert!(ChannelName::parse("#server-to-user-42").is_err());
+    }
+
+    #[test]
+    fn kind_decisions() {
+        assert_eq!(ChannelKind::of("#server-to-user-7"), ChannelKind::User);
+        assert_eq!(ChannelKind::of("presence-cache-x"), ChannelKind::Presence);
+        assert_eq!(ChannelKind::of("orders"), ChannelKind::Public);
+        assert!(!ChannelKind::Presence.counts_subscriptions() && !ChannelKind::User.counts_subscriptions());
+        assert!(ChannelKind::Private.counts_subscriptions() && ChannelKind::Public.counts_subscriptions());
+        assert!(!ChannelKind::Public.accepts_client_events() && !ChannelKind::User.accepts_client_events());
+        assert!(ChannelKind::PrivateEncrypted.accepts_client_events());
+        assert!(!ChannelKind::User.is_listed() && ChannelKind::Presence.is_listed());
+        assert_eq!(user_of_channel(&user_channel("42")), Some("42"));
+        assert_eq!(user_of_channel("private-42"), None);
+        let c = Channel::parse("private-cache-x").unwrap();
+        assert_eq!((c.kind, c.cache, c.as_name().name), (ChannelKind::Private, true, "private-cache-x"));
+        assert!(Channel::parse("a b").is_err());
+        assert_eq!(Channel::parse("#server-to-user-9").unwrap().kind, ChannelKind::User);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Pusher error codes, in one place, so a refusal means the same thing on every path.
 //!
 //! The same number is used as the `code` of a `pusher:error` message and as the WebSocket close code,
-//! because pusher-js decides whether to reconnect from the close code's range (see PROTOCOL.md §2).
+//! because pusher-js decides whether to reconnect from the close code's range (see docs/protocol.md §2).
 
 /// A Pusher protocol error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

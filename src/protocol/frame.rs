@@ -36,11 +36,6 @@ impl Frame {
         &self.0
     }
 
-    /// Takes the bytes out of the frame.
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -15,7 +15,7 @@ pub mod signature;
 pub mod socket_id;
 pub mod token;
 
-pub use channel::{ChannelKind, ChannelName};
+pub use channel::{Channel, ChannelKind, ChannelName};
 pub use error::ErrorCode;
 pub use frame::Frame;
 pub use message::{ClientMessage, ProtocolError};

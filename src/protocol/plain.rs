@@ -29,10 +29,10 @@ pub enum PlainError {
 }
 
 /// The hub channel of a room.
-pub fn room_channel(room: &str) -> Result<String, PlainError> {
+pub fn room_channel(room: &str) -> Result<super::Channel, PlainError> {
     let channel = format!("{ROOM_PREFIX}{room}");
     match super::ChannelName::parse(&channel) {
-        Ok(_) if !room.is_empty() => Ok(channel),
+        Ok(name) if !room.is_empty() => Ok(name.to_channel()),
         _ => Err(PlainError::BadRoom),
     }
 }
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn rooms_map_to_private_channels() {
-        assert_eq!(room_channel("lobby").unwrap(), "private-room-lobby");
+        assert_eq!(room_channel("lobby").unwrap().name, "private-room-lobby");
         assert_eq!(room_channel(""), Err(PlainError::BadRoom));
         assert_eq!(room_channel("a b"), Err(PlainError::BadRoom));
         assert_eq!(room_channel(&"x".repeat(200)), Err(PlainError::BadRoom));

@@ -1,4 +1,4 @@
-//! HMAC-SHA256 signatures: channel auth, user sign-in, the HTTP API and webhooks (PROTOCOL.md §6).
+//! HMAC-SHA256 signatures: channel auth, user sign-in, the HTTP API and webhooks (docs/protocol.md §6).
 //!
 //! Every comparison of a client-supplied signature goes through `Mac::verify_slice`, which is
 //! constant-time, so a forger learns nothing from response timing.

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::protocol::channel::validate_event_name;
-use crate::protocol::ChannelName;
+use crate::protocol::{Channel, ChannelKind};
 
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
@@ -157,7 +157,7 @@ fn api(value: Value) -> Response {
 
 /// The served apps, in configuration order (ids and keys; never secrets).
 async fn apps(_: Authorized, State(state): State<AppState>) -> Response {
-    let apps: Vec<Value> = state.config.apps.iter().map(|a| json!({ "id": a.id, "key": a.key })).collect();
+    let apps: Vec<Value> = state.hub.apps().iter().map(|a| json!({ "id": a.id, "key": a.key })).collect();
     api(json!({ "apps": apps, "feed": state.hub.feed.enabled() }))
 }
 
@@ -173,7 +173,7 @@ impl AppQuery {
         match &self.app {
             Some(id) if state.hub.app_by_id(id).is_some() => Ok(id.clone()),
             Some(id) => Err(format!("Unknown app {id:?}")),
-            None => state.config.apps.first().map(|a| a.id.clone()).ok_or_else(|| "No app is served".to_owned()),
+            None => state.hub.apps().first().map(|a| a.id.clone()).ok_or_else(|| "No app is served".to_owned()),
         }
     }
 }
@@ -200,22 +200,29 @@ async fn app_state(
         Ok(resolved) => resolved,
         Err(response) => return *response,
     };
-    let adapter = state.hub.adapter();
-    let connections = adapter.connection_count(&app_id).await;
-    let mut channels = adapter.channels(&app_id).await;
-    channels.sort_by(|a, b| a.0.cmp(&b.0));
+    match live_state(&state, &app_id).await {
+        Ok(body) => api(body),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Cluster state is unavailable: {e}")),
+    }
+}
+
+async fn live_state(state: &AppState, app_id: &str) -> Result<Value, crate::cluster::ClusterError> {
+    let cluster = state.hub.cluster();
+    let connections = cluster.connection_count(app_id).await?;
+    let mut channels = cluster.channels(app_id).await?;
+    channels.sort_by(|a, b| a.name.cmp(&b.name));
     let total = channels.len();
     channels.truncate(MAX_CHANNELS);
     let mut listed = Vec::with_capacity(channels.len());
     let mut member_channels = 0;
-    for (name, subscriptions, users) in channels {
-        let presence = name.starts_with("presence-");
+    for crate::cluster::ChannelCounts { name, subscriptions, users } in channels {
+        let presence = ChannelKind::of(&name) == ChannelKind::Presence;
         let mut channel = json!({ "name": name, "subscriptions": subscriptions, "users": users, "presence": presence });
         if presence && member_channels < MAX_MEMBER_CHANNELS {
             member_channels += 1;
-            let members: Vec<Value> = adapter
-                .members(&app_id, &name)
-                .await
+            let members: Vec<Value> = cluster
+                .members(app_id, &name)
+                .await?
                 .into_iter()
                 .take(MAX_MEMBERS)
                 .map(|(id, info)| {
@@ -227,7 +234,7 @@ async fn app_state(
         }
         listed.push(channel);
     }
-    api(json!({ "app": app_id, "connections": connections, "channel_count": total, "channels": listed }))
+    Ok(json!({ "app": app_id, "connections": connections, "channel_count": total, "channels": listed }))
 }
 
 /// The frame of a published event, as far as the feed kept it.
@@ -293,13 +300,14 @@ async fn trigger(
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
     let app = match &request.app {
-        Some(id) => state.hub.app_by_id(id).cloned(),
-        None => state.config.apps.first().and_then(|a| state.hub.app_by_id(&a.id).cloned()),
+        Some(id) => state.hub.app_by_id(id),
+        None => state.hub.apps().first().cloned(),
     };
     let Some(app) = app else { return error(StatusCode::BAD_REQUEST, "Unknown app") };
-    if let Err(e) = ChannelName::parse_for_publish(&request.channel) {
-        return error(StatusCode::BAD_REQUEST, format!("Invalid channel {:?}: {e}", request.channel));
-    }
+    let channel = match Channel::parse(&request.channel) {
+        Ok(channel) => channel,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Invalid channel {:?}: {e}", request.channel)),
+    };
     if let Err(e) = validate_event_name(&request.event) {
         return error(StatusCode::BAD_REQUEST, format!("Invalid event name: {e}"));
     }
@@ -316,7 +324,7 @@ async fn trigger(
     if data.len() > app.max_message_size {
         return error(StatusCode::PAYLOAD_TOO_LARGE, format!("Data is larger than {} bytes", app.max_message_size));
     }
-    state.hub.publish_event(&app.id, &request.channel, &request.event, &data, None).await;
+    state.hub.publish_event(&app.id, channel, &request.event, &data, None).await;
     api(json!({ "ok": true, "app": app.id, "channel": request.channel, "event": request.event }))
 }
 

@@ -1,8 +1,9 @@
-//! Pusher's signed HTTP API (PROTOCOL.md §7): publish events, query channels.
+//! Pusher's signed HTTP API (docs/protocol.md §7): publish events, query channels.
 //!
 //! Every request is checked in the same order: the app exists (404), the body fits (413), the
 //! signature is valid (401), the input makes sense (400). Errors are JSON `{"error": "..."}`; success
-//! is exactly 200, which the PHP SDK (and so Laravel) requires.
+//! is exactly 200, which the PHP SDK (and so Laravel) requires. A question about the cluster that
+//! cannot be answered (Redis away) is a 503, never a 200 with partial data.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,10 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::hub::App;
+use crate::apps::App;
+use crate::cluster::ClusterError;
 use crate::protocol::channel::validate_event_name;
 use crate::protocol::signature::{decode_query, verify_api_request, ApiRequest};
-use crate::protocol::{ChannelKind, ChannelName, SocketId};
+use crate::protocol::{Channel, ChannelKind, ChannelName, SocketId};
 
 /// Most channels one `events` request may name (Pusher's limit).
 pub const MAX_CHANNELS_PER_EVENT: usize = 100;
@@ -34,6 +36,12 @@ pub struct ApiError(StatusCode, String);
 impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("Cluster state is unavailable, try again: {e}"))
     }
 }
 
@@ -67,7 +75,6 @@ async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<A
     let app = state
         .hub
         .app_by_id(app_id)
-        .cloned()
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Unknown app id {app_id}")))?;
     let (parts, body) = request.into_parts();
     let limit = state.config.server.max_request_size;
@@ -86,7 +93,7 @@ async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<A
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("Authentication failed: {e}")))?;
     // After the signature: only the app's own (signed) requests count, so forged floods, which cost
     // one HMAC each, cannot use up the app's budget and block its broadcasts.
-    if state.api_limiters.get(&app.id).is_some_and(|limiter| limiter.check().is_err()) {
+    if !state.api_limits.allow(&app) {
         return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests for app {}", app.id)));
     }
     Ok(Authorized { query: decode_query(query), app, body })
@@ -107,7 +114,7 @@ struct EventRequest {
 struct ValidEvent {
     name: String,
     data: String,
-    channels: Vec<String>,
+    channels: Vec<Channel>,
     except: Option<SocketId>,
     info: Vec<String>,
 }
@@ -136,24 +143,30 @@ fn validate_event(app: &App, e: EventRequest) -> Result<ValidEvent, ApiError> {
     if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_EVENT {
         return Err(ApiError::bad_request(format!("An event goes to 1 to {MAX_CHANNELS_PER_EVENT} channels")));
     }
-    for channel in &channels {
-        ChannelName::parse_for_publish(channel)
-            .map_err(|err| ApiError::bad_request(format!("Invalid channel {channel:?}: {err}")))?;
-    }
+    let channels = channels
+        .iter()
+        .map(|channel| {
+            Channel::parse(channel).map_err(|err| ApiError::bad_request(format!("Invalid channel {channel:?}: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let except = match e.socket_id.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request("Invalid socket_id"))?),
     };
-    let info = e
+    let info: Vec<String> = e
         .info
         .map(|i| i.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
+    // Checked before anything is published: a request refused with 400 must have sent nothing.
+    if info.iter().any(|i| i == "user_count") && channels.iter().any(|c| c.kind != ChannelKind::Presence) {
+        return Err(ApiError::bad_request("user_count is only available for presence channels"));
+    }
     Ok(ValidEvent { name, data, channels, except, info })
 }
 
 async fn publish(state: &AppState, app: &App, event: &ValidEvent) {
     for channel in &event.channels {
-        state.hub.publish_event(&app.id, channel, &event.name, &event.data, event.except).await;
+        state.hub.publish_event(&app.id, channel.clone(), &event.name, &event.data, event.except).await;
     }
 }
 
@@ -161,12 +174,12 @@ async fn publish(state: &AppState, app: &App, event: &ValidEvent) {
 async fn channels_info(
     state: &AppState,
     app: &App,
-    channels: &[String],
+    channels: &[Channel],
     info: &[String],
 ) -> Result<Map<String, Value>, ApiError> {
     let mut out = Map::new();
     for channel in channels {
-        out.insert(channel.clone(), channel_attributes(state, app, channel, info).await?);
+        out.insert(channel.name.clone(), channel_attributes(state, app, &channel.name, info).await?);
     }
     Ok(out)
 }
@@ -181,14 +194,14 @@ async fn channel_attributes<S: AsRef<str>>(
     for attribute in info {
         match attribute.as_ref() {
             "subscription_count" => {
-                let count = state.hub.adapter().subscription_count(&app.id, channel).await;
+                let count = state.hub.cluster().subscription_count(&app.id, channel).await?;
                 attributes.insert("subscription_count".into(), count.into());
             }
             "user_count" => {
                 if ChannelName::parse(channel).map(|c| c.kind) != Ok(ChannelKind::Presence) {
                     return Err(ApiError::bad_request("user_count is only available for presence channels"));
                 }
-                let count = state.hub.adapter().members(&app.id, channel).await.len();
+                let count = state.hub.cluster().members(&app.id, channel).await?.len();
                 attributes.insert("user_count".into(), count.into());
             }
             _ => {}
@@ -238,7 +251,7 @@ pub async fn batch_events(State(state): State<AppState>, Path(app_id): Path<Stri
         if event.info.is_empty() {
             results.push(json!({}));
         } else {
-            results.push(channel_attributes(&state, &req.app, &event.channels[0], &event.info).await?);
+            results.push(channel_attributes(&state, &req.app, &event.channels[0].name, &event.info).await?);
         }
     }
     Ok(Json(json!({ "batch": results })).into_response())
@@ -248,22 +261,22 @@ pub async fn channels(State(state): State<AppState>, Path(app_id): Path<String>,
     let req = authorize(&state, &app_id, request).await?;
     let prefix = req.param("filter_by_prefix").unwrap_or("").to_owned();
     let info = req.info();
-    if info.contains(&"user_count") && !prefix.starts_with("presence-") {
+    if info.contains(&"user_count") && ChannelKind::of(&prefix) != ChannelKind::Presence {
         return Err(ApiError::bad_request("info=user_count requires filter_by_prefix=presence-"));
     }
     let mut listed = BTreeMap::new();
-    for (name, subscriptions, users) in state.hub.adapter().channels(&req.app.id).await {
-        if !name.starts_with(&prefix) {
+    for channel in state.hub.cluster().channels(&req.app.id).await? {
+        if !channel.name.starts_with(&prefix) {
             continue;
         }
         let mut attributes = Map::new();
         if info.contains(&"subscription_count") {
-            attributes.insert("subscription_count".into(), subscriptions.into());
+            attributes.insert("subscription_count".into(), channel.subscriptions.into());
         }
         if info.contains(&"user_count") {
-            attributes.insert("user_count".into(), users.into());
+            attributes.insert("user_count".into(), channel.users.into());
         }
-        listed.insert(name, Value::Object(attributes));
+        listed.insert(channel.name, Value::Object(attributes));
     }
     Ok(Json(json!({ "channels": listed })).into_response())
 }
@@ -275,7 +288,7 @@ pub async fn channel(
 ) -> ApiResult {
     let req = authorize(&state, &app_id, request).await?;
     ChannelName::parse_for_publish(&channel).map_err(|e| ApiError::bad_request(format!("Invalid channel: {e}")))?;
-    let count = state.hub.adapter().subscription_count(&req.app.id, &channel).await;
+    let count = state.hub.cluster().subscription_count(&req.app.id, &channel).await?;
     let mut body = match channel_attributes(&state, &req.app, &channel, &req.info()).await? {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -287,7 +300,7 @@ pub async fn channel(
 /// Reverb's connection count endpoint.
 pub async fn connections(State(state): State<AppState>, Path(app_id): Path<String>, request: Request) -> ApiResult {
     let req = authorize(&state, &app_id, request).await?;
-    let count = state.hub.adapter().connection_count(&req.app.id).await;
+    let count = state.hub.cluster().connection_count(&req.app.id).await?;
     Ok(Json(json!({ "connections": count })).into_response())
 }
 
@@ -303,7 +316,7 @@ pub async fn users(
         _ => return Err(ApiError::bad_request("Users can only be listed for presence channels")),
     }
     let mut ids: Vec<String> =
-        state.hub.adapter().members(&req.app.id, &channel).await.into_iter().map(|(id, _)| id).collect();
+        state.hub.cluster().members(&req.app.id, &channel).await?.into_iter().map(|(id, _)| id).collect();
     ids.sort();
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })).into_response())

@@ -4,9 +4,10 @@
 //! request head). A WebSocket upgrade takes the raw TCP stream back from hyper, so that once a
 //! connection is upgraded no HTTP machinery sits between the socket and the connection task.
 
+mod api_limits;
 mod dashboard;
 mod demo;
-pub mod http_api;
+mod http_api;
 mod plain;
 mod routes;
 mod tls;
@@ -44,8 +45,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket connections, so shutdown can wait for their goodbyes.
     pub open_sockets: Arc<AtomicUsize>,
-    /// Each app's HTTP API request rate limit (`api_rate_limit`), absent when unlimited.
-    pub api_limiters: Arc<std::collections::HashMap<String, governor::DefaultDirectRateLimiter>>,
+    /// Each app's HTTP API request budget (`api_rate_limit`).
+    pub api_limits: Arc<api_limits::ApiLimits>,
 }
 
 /// A bound server, ready to run.
@@ -61,20 +62,25 @@ impl Server {
         let addr = format!("{}:{}", config.server.host, config.server.port);
         let tls = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = listen(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        let api_limiters = config
-            .apps
-            .iter()
-            .filter_map(|app| {
-                let rate = std::num::NonZeroU32::new(app.api_rate_limit)?;
-                Some((app.id.clone(), governor::RateLimiter::direct(governor::Quota::per_second(rate))))
-            })
-            .collect();
+        let api_limits = Arc::new(api_limits::ApiLimits::default());
+        let mut changes = hub.app_changes();
+        let forget = api_limits.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match changes.recv().await {
+                    Ok(crate::apps::AppChange::Removed(app_id)) => forget.forget(&app_id),
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
         let state = AppState {
             hub,
             config: Arc::new(config),
             shutdown,
             open_sockets: Arc::new(AtomicUsize::new(0)),
-            api_limiters: Arc::new(api_limiters),
+            api_limits,
         };
         Ok(Server { listener, state, tls })
     }

@@ -19,11 +19,12 @@ use serde_json::json;
 
 use super::websocket::{accept, Endpoint};
 use super::AppState;
-use crate::connection::{Limits, PlainHandshake};
+use crate::connection::Limits;
 use crate::protocol::origin::origin_allowed;
 use crate::protocol::plain::room_channel;
 use crate::protocol::signature::decode_query;
 use crate::protocol::token::{self, TokenError};
+use crate::session::PlainHandshake;
 
 /// The subprotocol browsers offer beside their `bearer.<token>`, and the one the server answers.
 pub const SUBPROTOCOL: &str = "herald.v1";
@@ -71,7 +72,7 @@ pub async fn upgrade(
     Path((key, room)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let Some(app) = state.hub.app_by_key(&key).cloned() else {
+    let Some(app) = state.hub.app_by_key(&key) else {
         return refuse(StatusCode::NOT_FOUND, "Unknown app key");
     };
     let channel = match room_channel(&room) {

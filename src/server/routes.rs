@@ -45,8 +45,27 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
                 .into_response();
         }
     }
-    let body = crate::metrics::render(&state.hub).await;
+    let body = crate::metrics::render(&snapshot(&state));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// What the metrics read at scrape time.
+fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hub = &state.hub;
+    let registry = hub.registry();
+    let webhooks = &hub.webhooks().stats;
+    crate::metrics::Snapshot {
+        connections: hub.apps().iter().map(|app| (app.id.clone(), registry.connection_count_local(&app.id))).collect(),
+        subscriptions: registry.total_subscriptions(),
+        channels: registry.total_channels(),
+        active_apps: registry.active_apps(),
+        cluster_healthy: hub.healthy(),
+        webhooks_delivered: webhooks.delivered.load(Relaxed),
+        webhooks_failed_attempts: webhooks.failed_attempts.load(Relaxed),
+        webhooks_given_up: webhooks.given_up.load(Relaxed),
+        webhooks_dropped: webhooks.dropped.load(Relaxed),
+    }
 }
 
 /// Counts HTTP requests by status (the WebSocket upgrades too, as 101).

@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
 use super::AppState;
-use crate::connection::{self, Handshake, Limits, PlainHandshake};
+use crate::connection::{self, Limits};
 use crate::protocol::signature::decode_query;
+use crate::session::{PlainHandshake, PusherHandshake};
 use crate::transport::WebSocket;
 
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
@@ -26,7 +27,7 @@ const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
 
 /// What an upgraded socket is for.
 pub(super) enum Endpoint {
-    Pusher(Handshake),
+    Pusher(PusherHandshake),
     Echo,
     Plain(PlainHandshake),
 }
@@ -38,7 +39,7 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, req
     let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
     let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
-    let endpoint = Endpoint::Pusher(Handshake { app_key: key, protocol, origin });
+    let endpoint = Endpoint::Pusher(PusherHandshake { app_key: key, protocol, origin });
     accept(state, request, max_message_size, limits, endpoint, None)
 }
 
@@ -147,13 +148,23 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hub = state.hub.clone();
-    let conn = match endpoint {
-        Endpoint::Pusher(handshake) => connection::open(ws, hub, handshake, limits).await,
-        Endpoint::Echo => Some(connection::open_echo(ws, hub, limits)),
-        Endpoint::Plain(handshake) => connection::open_plain(ws, hub, handshake, limits).await,
-    };
-    if let Some(conn) = conn {
-        tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+    // Each session kind gets a task of its own type: no connection's task is sized for another's.
+    match endpoint {
+        Endpoint::Pusher(handshake) => {
+            if let Some(conn) = connection::open_pusher(ws, hub, handshake, limits).await {
+                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+            }
+        }
+        Endpoint::Echo => {
+            if let Some(conn) = connection::open_echo(ws, hub, limits).await {
+                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+            }
+        }
+        Endpoint::Plain(handshake) => {
+            if let Some(conn) = connection::open_plain(ws, hub, handshake, limits).await {
+                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+            }
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Webhook events as Pusher sends them (PROTOCOL.md §8), and which webhook wants which.
+//! Webhook events as Pusher sends them (docs/protocol.md §8), and which webhook wants which.
 
 use serde_json::{json, Value};
 

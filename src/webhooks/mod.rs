@@ -11,13 +11,15 @@ mod dispatcher;
 mod event;
 mod sender;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::apps::{App, AppStore};
 use crate::config::AppConfig;
 
 pub use event::{wants, WebhookEvent};
@@ -40,44 +42,50 @@ pub struct WebhookStats {
 
 struct AppHooks {
     tx: mpsc::Sender<WebhookEvent>,
-    /// Taken by `start`.
-    rx: Mutex<Option<mpsc::Receiver<WebhookEvent>>>,
-    app: Arc<AppConfig>,
+    /// The configuration the dispatcher was started with: a changed app gets a new dispatcher.
+    app: App,
 }
 
-/// The process's webhook machinery.
+/// The process's webhook machinery. Each app's dispatcher is started by the app's first event and
+/// let go when the app is removed or its configuration changes.
 pub struct Webhooks {
-    apps: HashMap<String, AppHooks>,
+    apps: Arc<dyn AppStore>,
+    hooks: DashMap<String, AppHooks>,
     pub stats: Arc<WebhookStats>,
 }
 
+/// Whether the app has a webhook that wants events named `name`.
+pub fn app_wants(app: &AppConfig, name: &str) -> bool {
+    app.webhooks.iter().any(|w| w.event_types.is_empty() || w.event_types.iter().any(|t| t == name))
+}
+
 impl Webhooks {
-    pub fn new(apps: &[AppConfig]) -> Self {
-        let apps = apps
-            .iter()
-            .filter(|app| !app.webhooks.is_empty())
-            .map(|app| {
-                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-                (app.id.clone(), AppHooks { tx, rx: Mutex::new(Some(rx)), app: Arc::new(app.clone()) })
-            })
-            .collect();
-        Webhooks { apps, stats: Arc::new(WebhookStats::default()) }
+    pub fn new(apps: Arc<dyn AppStore>) -> Self {
+        Webhooks { apps, hooks: DashMap::new(), stats: Arc::new(WebhookStats::default()) }
     }
 
-    /// Whether the app has a webhook that wants events named `name`.
-    pub fn wants(&self, app_id: &str, name: &str) -> bool {
-        self.apps.get(app_id).is_some_and(|hooks| {
-            hooks.app.webhooks.iter().any(|w| w.event_types.is_empty() || w.event_types.iter().any(|t| t == name))
-        })
-    }
-
-    /// Queues an event without waiting. A full queue drops it: counted, and logged.
+    /// Queues an event without waiting. A full queue drops it: counted, and logged. Must be
+    /// called inside the runtime (it may start the app's dispatcher).
     pub fn emit(&self, app_id: &str, event: WebhookEvent) {
-        let Some(hooks) = self.apps.get(app_id) else { return };
-        if !hooks.app.webhooks.iter().any(|w| wants(w, &event)) {
+        let Some(app) = self.apps.by_id(app_id) else { return };
+        if !app.webhooks.iter().any(|w| wants(w, &event)) {
             return;
         }
-        if hooks.tx.try_send(event).is_err() {
+        let start = |app: App| {
+            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+            dispatcher::spawn(app.clone(), rx, self.stats.clone());
+            AppHooks { tx, app }
+        };
+        let tx = {
+            // Under the entry's lock, so concurrent first events start one dispatcher, in order.
+            let mut hooks = self.hooks.entry(app_id.to_owned()).or_insert_with(|| start(app.clone()));
+            if !Arc::ptr_eq(&hooks.app, &app) {
+                // Replacing drops the old sender: the old dispatcher ends after its queue.
+                *hooks = start(app);
+            }
+            hooks.tx.clone()
+        };
+        if tx.try_send(event).is_err() {
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(app_id, dropped, "webhook queue full: events dropped");
@@ -85,11 +93,8 @@ impl Webhooks {
         }
     }
 
-    /// Spawns the dispatcher and sender tasks. Call once, inside the runtime.
-    pub fn start(&self) {
-        for hooks in self.apps.values() {
-            let Some(rx) = hooks.rx.lock().ok().and_then(|mut rx| rx.take()) else { continue };
-            dispatcher::spawn(hooks.app.clone(), rx, self.stats.clone());
-        }
+    /// Lets go of a removed app's dispatcher (it delivers what it already has, then ends).
+    pub fn forget(&self, app_id: &str) {
+        self.hooks.remove(app_id);
     }
 }

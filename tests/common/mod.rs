@@ -97,6 +97,17 @@ impl TestServer {
         panic!("herald did not become ready: {}", self.output());
     }
 
+    /// Rewrites the configuration file the server was started with.
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(self.dir.join("herald.toml"), config).unwrap();
+    }
+
+    /// Sends a signal (`"HUP"`, `"STOP"`...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
     /// The server's resident memory in KiB (VmRSS from /proc).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();

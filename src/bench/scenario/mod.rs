@@ -1,4 +1,4 @@
-//! The scenarios of BENCHMARKING.md, and what they share: the before/after readings of the server and the
+//! The scenarios of docs/benchmarking.md, and what they share: the before/after readings of the server and the
 //! kernel, the receive loops, the drain, and the verdict.
 //!
 //! Each scenario is a file that reads top to bottom as the run happens.

@@ -1,26 +1,170 @@
-//! What a connection does with each Pusher message it receives.
+//! [`PusherSession`]: the Pusher protocol for one client, over any transport.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use governor::{Quota, RateLimiter};
 use serde_json::value::RawValue;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, debug_span};
 
-use super::{Connection, MAX_CHANNELS_PER_CONNECTION};
-use crate::adapter::Broadcast;
+use super::subscriptions::Subscriptions;
+use super::{Exit, Liveness, Opened, Session};
+use crate::apps::App;
+use crate::cluster::BroadcastKind;
 use crate::config::ClientEventsFrom;
-use crate::hub::SubscribeError;
-use crate::protocol::channel::{validate_event_name, USER_CHANNEL_PREFIX};
+use crate::hub::{Hub, Outbound, SubscribeError};
+use crate::protocol::channel::{user_channel, user_of_channel, validate_event_name};
 use crate::protocol::message::Subscribe;
 use crate::protocol::presence::{signin_user_id, MemberData};
 use crate::protocol::signature::{channel_auth_message, signin_message, verify_auth};
-use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame};
+use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame, SocketId};
 use crate::webhooks::WebhookEvent;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+/// Most channels one connection may subscribe to.
+const MAX_CHANNELS_PER_CONNECTION: usize = 100;
+
+/// What a transport learnt from the client's opening request.
+pub struct PusherHandshake {
+    pub app_key: String,
+    /// The `protocol` query parameter, if any.
+    pub protocol: Option<String>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+}
+
+/// One Pusher client. Kept small: an idle connection is this struct, its queue and its registry
+/// entries.
+pub struct PusherSession {
+    hub: Arc<Hub>,
+    app: App,
+    socket_id: SocketId,
+    out: Outbound,
+    /// Channels this socket is subscribed to (with the presence user it joined as), so a
+    /// disconnect leaves them all.
+    channels: Subscriptions,
+    /// The signed-in user (`pusher:signin`).
+    user_id: Option<String>,
+    /// Built on the first client event, so connections that never send one pay nothing.
+    client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Reverb-style limit on every message, when the app enables it; built on the first message.
+    message_limiter: Option<governor::DefaultDirectRateLimiter>,
+}
+
+/// Protocol versions 5-7 are in use (pysher still sends 6).
+fn check_protocol_version(protocol: Option<&str>) -> Result<(), ErrorCode> {
+    let version = protocol.ok_or(ErrorCode::NoProtocolVersion)?;
+    let version: u32 = version.parse().map_err(|_| ErrorCode::UnsupportedProtocolVersion)?;
+    if (5..=7).contains(&version) {
+        Ok(())
+    } else {
+        Err(ErrorCode::UnsupportedProtocolVersion)
+    }
+}
+
+impl PusherSession {
+    /// Checks a new client (app key, Origin, protocol version, connection quota) and greets it
+    /// with `pusher:connection_established`; a refusal is the `Exit` to close with.
+    pub async fn open(hub: Arc<Hub>, handshake: PusherHandshake, max_outbound_buffer: usize) -> Opened<PusherSession> {
+        let Some(app) = hub.app_by_key(&handshake.app_key) else {
+            debug!("refused: unknown app key");
+            let message = format!("App key {} does not exist", handshake.app_key);
+            return Err(Exit::Pusher(ErrorCode::AppNotFound, message));
+        };
+        if !crate::protocol::origin::origin_allowed(&app.allowed_origins, handshake.origin.as_deref()) {
+            debug!(app_id = %app.id, "refused: origin not allowed");
+            return Err(Exit::Pusher(ErrorCode::Unauthorized, "Origin not allowed".into()));
+        }
+        check_protocol_version(handshake.protocol.as_deref())
+            .map_err(|code| Exit::Pusher(code, code.message().into()))?;
+        let socket_id = hub.next_socket_id();
+        let (out, rx) = Outbound::new(socket_id, max_outbound_buffer);
+        if !hub.connection_opened(&app, &out).await {
+            let code = ErrorCode::OverConnectionQuota;
+            return Err(Exit::Pusher(code, code.message().into()));
+        }
+        crate::metrics::connection_opened(&app.id);
+        hub.feed.record(&app.id, "connection", None, Some(socket_id.to_string()), "");
+        out.push(Frame::connection_established(socket_id, app.activity_timeout));
+        let session = PusherSession {
+            hub,
+            app,
+            socket_id,
+            out,
+            channels: Subscriptions::default(),
+            user_id: None,
+            client_event_limiter: None,
+            message_limiter: None,
+        };
+        Ok((session, rx))
+    }
+
+    /// Reverb's `rate_limiting`: `max_attempts` messages per `decay_seconds`. Over it, the message
+    /// is refused with 4301, or the connection closed when `terminate` is set.
+    fn check_message_rate(&mut self) -> Result<(), Option<Exit>> {
+        let limits = &self.app.rate_limiting;
+        if !limits.enabled {
+            return Ok(());
+        }
+        let limiter = self.message_limiter.get_or_insert_with(|| {
+            let burst = NonZeroU32::new(limits.max_attempts).unwrap_or(NonZeroU32::MIN);
+            let period = Duration::from_secs(limits.decay_seconds) / burst.get();
+            let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+                .unwrap_or_else(|| Quota::per_second(burst))
+                .allow_burst(burst);
+            RateLimiter::direct(quota)
+        });
+        if limiter.check().is_ok() {
+            return Ok(());
+        }
+        if limits.terminate {
+            return Err(Some(Exit::Pusher(ErrorCode::ClientEventRejected, "Rate limit exceeded".into())));
+        }
+        self.send_error(ErrorCode::ClientEventRejected, "Rate limit exceeded");
+        Err(None)
+    }
+}
+
+impl Session for PusherSession {
+    async fn on_text(&mut self, text: String) -> Option<Exit> {
+        if let Err(exit) = self.check_message_rate() {
+            return exit;
+        }
+        self.on_message(&text).await;
+        None
+    }
+
+    async fn on_binary(&mut self, _data: Vec<u8>) -> Option<Exit> {
+        self.send_error(ErrorCode::Generic, "Binary messages are not supported");
+        None
+    }
+
+    fn out(&self) -> &Outbound {
+        &self.out
+    }
+
+    fn liveness(&self, now: Instant) -> Liveness {
+        Liveness::new(now, &self.app)
+    }
+
+    fn span(&self) -> tracing::Span {
+        debug_span!("connection", app_id = %self.app.id, socket_id = %self.socket_id)
+    }
+
+    async fn close(&mut self, exit: &Exit) {
+        let reason = format!("{exit:?}");
+        self.hub.feed.record(&self.app.id, "disconnection", None, Some(self.socket_id.to_string()), &reason);
+        for channel in self.channels.take_names() {
+            self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
+        }
+        self.hub.connection_closed(&self.app.id, self.socket_id).await;
+    }
+}
+
+impl PusherSession {
     /// Handles one text message. Bad input is answered with `pusher:error`; the connection stays.
-    pub(super) async fn on_text(&mut self, text: &str) {
+    async fn on_message(&mut self, text: &str) {
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(e) => {
@@ -47,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ClientMessage::Pong => {}
             ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe).await,
             ClientMessage::Unsubscribe { channel } => {
-                if !channel.starts_with(USER_CHANNEL_PREFIX) && self.channels.remove(&channel).is_some() {
+                if user_of_channel(&channel).is_none() && self.channels.remove(&channel).is_some() {
                     self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
                 }
             }
@@ -68,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let refuse = |this: &Self, kind: &str, error: &str, status: u16| {
             this.out.push(Frame::subscription_error(&request.channel, kind, error, status));
         };
-        if let Some(user) = request.channel.strip_prefix(USER_CHANNEL_PREFIX) {
+        if let Some(user) = user_of_channel(&request.channel) {
             // pusher-js subscribes to its own user channel after `pusher:signin_success`; the
             // socket joined it at sign-in, so confirm it. Anyone else's is refused.
             if self.user_id.as_deref() == Some(user) {
@@ -131,18 +275,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         };
         if let Some(previous) = self.user_id.take() {
-            let name = format!("{USER_CHANNEL_PREFIX}{previous}");
+            let name = user_channel(&previous);
             self.channels.remove(&name);
             self.hub.registry().unsubscribe(&self.app.id, &name, self.socket_id);
         }
         self.hub.registry().join_user_channel(&self.app.id, &user_id, &self.out);
-        self.channels.insert(format!("{USER_CHANNEL_PREFIX}{user_id}"), None);
+        self.channels.insert(user_channel(&user_id), None);
         self.user_id = Some(user_id);
         self.out.push(Frame::signin_success(user_data));
     }
 
     /// Sends `pusher:error` (the connection stays open), counted by code.
-    pub(super) fn send_error(&self, code: ErrorCode, message: &str) {
+    fn send_error(&self, code: ErrorCode, message: &str) {
         crate::metrics::error_sent(code.code());
         self.out.push(Frame::error(code, message));
     }
@@ -154,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         validate_event_name(event).map_err(|_| "Invalid event name")?;
         let name = ChannelName::parse(channel).map_err(|_| "Invalid channel name")?;
-        if !matches!(name.kind, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence) {
+        if !name.kind.accepts_client_events() {
             return Err("Client events are only allowed on private and presence channels");
         }
         let user_id = match self.channels.get(channel) {
@@ -180,41 +324,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 user_id: user_id.clone(),
             },
         );
-        let broadcast =
-            Broadcast { app_id: self.app.id.clone(), channel: channel.to_owned(), frame, except: Some(self.socket_id) };
         // Awaited in the connection's loop, so one client's events keep their order.
-        self.hub.publish(broadcast).await;
+        self.hub
+            .publish(&self.app.id, name.to_channel(), BroadcastKind::ClientEvent, frame, Some(self.socket_id))
+            .await;
         Ok(())
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    /// A plain client's message: validated, then delivered to the room's other members with the
-    /// sender's id and the server's time. Bad messages get `herald:error` and reach nobody.
-    pub(super) async fn on_plain_text(&mut self, text: &str) {
-        let super::Mode::Plain { channel, user_id } = &self.mode else { return };
-        let message = match crate::protocol::plain::PlainMessage::parse(text) {
-            Ok(message) => message,
-            Err(e) => {
-                self.out.push(Frame::plain_error(&e.to_string()));
-                return;
-            }
-        };
-        if let Some(per_second) = NonZeroU32::new(self.app.client_event_rate_limit) {
-            let limiter =
-                self.client_event_limiter.get_or_insert_with(|| RateLimiter::direct(Quota::per_second(per_second)));
-            if limiter.check().is_err() {
-                self.out.push(Frame::plain_error("Rate limit exceeded"));
-                return;
-            }
-        }
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let frame = Frame::plain_message(channel, &message, user_id, ts);
-        let broadcast =
-            Broadcast { app_id: self.app.id.clone(), channel: channel.clone(), frame, except: Some(self.socket_id) };
-        self.hub.publish(broadcast).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(check_protocol_version(Some("7")), Ok(()));
+        assert_eq!(check_protocol_version(Some("6")), Ok(()));
+        assert_eq!(check_protocol_version(Some("5")), Ok(()));
+        assert_eq!(check_protocol_version(Some("4")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(Some("8")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(Some("seven")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(None), Err(ErrorCode::NoProtocolVersion));
     }
 }

@@ -24,14 +24,18 @@ pub struct Liveness {
 }
 
 impl Liveness {
+    /// The app's `ping_interval` and `activity_timeout`.
     pub fn new(now: Instant, app: &AppConfig) -> Self {
-        Liveness {
-            last_activity: now,
-            ping_sent_at: None,
-            ping_interval: Duration::from_secs(app.ping_interval),
-            pong_timeout: Duration::from_secs(app.activity_timeout),
-            websocket_only: false,
-        }
+        Self::with_intervals(now, Duration::from_secs(app.ping_interval), Duration::from_secs(app.activity_timeout))
+    }
+
+    pub fn with_intervals(now: Instant, ping_interval: Duration, pong_timeout: Duration) -> Self {
+        Liveness { last_activity: now, ping_sent_at: None, ping_interval, pong_timeout, websocket_only: false }
+    }
+
+    /// How long a pinged client has to answer (the app's `activity_timeout`).
+    pub fn pong_timeout(&self) -> Duration {
+        self.pong_timeout
     }
 
     pub fn websocket_pings_only(mut self) -> Self {

@@ -2,7 +2,7 @@
 //!
 //! The store hears only of a user's first and last socket on a node (the registry counts tabs),
 //! so "first in the cluster" and "gone from the cluster" fall out of a reference count per user.
-//! The Redis adapter keeps the same shape in Redis hashes, with one reference per node.
+//! The Redis state keeps the same shape in Redis hashes, with one reference per node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

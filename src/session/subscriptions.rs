@@ -1,15 +1,15 @@
 //! The channels one connection is subscribed to, with the presence user it joined each as.
 //!
 //! A short vector, not a hash map: a connection has a handful of channels (at most
-//! [`super::MAX_CHANNELS_PER_CONNECTION`]), a linear scan of them is as fast as hashing, and an idle
+//! `MAX_CHANNELS_PER_CONNECTION`), a linear scan of them is as fast as hashing, and an idle
 //! connection with one channel pays for one entry instead of a table.
 
 #[derive(Debug, Default)]
-pub(super) struct Subscriptions(Vec<(String, Option<String>)>);
+pub(crate) struct Subscriptions(Vec<(String, Option<String>)>);
 
 impl Subscriptions {
     /// Records a subscription (or replaces its user); returns the previous user if it was there.
-    pub(super) fn insert(&mut self, channel: String, user_id: Option<String>) -> Option<Option<String>> {
+    pub(crate) fn insert(&mut self, channel: String, user_id: Option<String>) -> Option<Option<String>> {
         match self.0.iter_mut().find(|(name, _)| *name == channel) {
             Some((_, user)) => Some(std::mem::replace(user, user_id)),
             None => {
@@ -24,25 +24,25 @@ impl Subscriptions {
     }
 
     /// Forgets a subscription; returns its user if it was there.
-    pub(super) fn remove(&mut self, channel: &str) -> Option<Option<String>> {
+    pub(crate) fn remove(&mut self, channel: &str) -> Option<Option<String>> {
         let at = self.0.iter().position(|(name, _)| name == channel)?;
         Some(self.0.swap_remove(at).1)
     }
 
-    pub(super) fn get(&self, channel: &str) -> Option<&Option<String>> {
+    pub(crate) fn get(&self, channel: &str) -> Option<&Option<String>> {
         self.0.iter().find(|(name, _)| name == channel).map(|(_, user)| user)
     }
 
-    pub(super) fn contains_key(&self, channel: &str) -> bool {
+    pub(crate) fn contains_key(&self, channel: &str) -> bool {
         self.get(channel).is_some()
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Every channel name, leaving the set empty.
-    pub(super) fn take_names(&mut self) -> impl Iterator<Item = String> {
+    pub(crate) fn take_names(&mut self) -> impl Iterator<Item = String> {
         std::mem::take(&mut self.0).into_iter().map(|(name, _)| name)
     }
 }

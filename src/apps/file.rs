@@ -1,0 +1,129 @@
+//! Apps from the configuration (the TOML file or the `REVERB_APP_*` environment).
+//!
+//! The set is an immutable snapshot swapped in whole: a lookup is an atomic load and a hash
+//! lookup, never a lock. [`StaticApps::replace`] installs a new set and announces the difference,
+//! which is what a reload (or any other source of apps) builds on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+
+use super::{App, AppChange, AppStore};
+use crate::config::AppConfig;
+
+/// Changes buffered for a slow listener before it is told it lagged.
+const CHANGE_BUFFER: usize = 1024;
+
+#[derive(Default)]
+struct Snapshot {
+    ordered: Vec<App>,
+    by_id: HashMap<String, App>,
+    by_key: HashMap<String, App>,
+}
+
+impl Snapshot {
+    fn new(apps: &[AppConfig]) -> Snapshot {
+        let ordered: Vec<App> = apps.iter().cloned().map(Arc::new).collect();
+        Snapshot {
+            by_id: ordered.iter().map(|a| (a.id.clone(), a.clone())).collect(),
+            by_key: ordered.iter().map(|a| (a.key.clone(), a.clone())).collect(),
+            ordered,
+        }
+    }
+}
+
+pub struct StaticApps {
+    snapshot: ArcSwap<Snapshot>,
+    changes: broadcast::Sender<AppChange>,
+}
+
+impl StaticApps {
+    pub fn new(apps: &[AppConfig]) -> Arc<StaticApps> {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        Arc::new(StaticApps { snapshot: ArcSwap::from_pointee(Snapshot::new(apps)), changes })
+    }
+
+    /// Serves `apps` from now on and announces what differs: apps added or whose configuration
+    /// changed, and apps removed. Unchanged apps keep their `Arc` (and so their state).
+    pub fn replace(&self, apps: &[AppConfig]) {
+        let old = self.snapshot.load_full();
+        let mut next = Snapshot::new(apps);
+        let mut changes = Vec::new();
+        for app in next.ordered.iter_mut() {
+            match old.by_id.get(&app.id) {
+                Some(previous) if **previous == **app => *app = previous.clone(),
+                _ => changes.push(AppChange::Updated(app.clone())),
+            }
+        }
+        next.by_id = next.ordered.iter().map(|a| (a.id.clone(), a.clone())).collect();
+        next.by_key = next.ordered.iter().map(|a| (a.key.clone(), a.clone())).collect();
+        for id in old.by_id.keys().filter(|id| !next.by_id.contains_key(*id)) {
+            changes.push(AppChange::Removed(id.clone()));
+        }
+        self.snapshot.store(Arc::new(next));
+        for change in changes {
+            // No listener is fine: nothing keeps state yet.
+            let _ = self.changes.send(change);
+        }
+    }
+}
+
+impl AppStore for StaticApps {
+    fn by_key(&self, key: &str) -> Option<App> {
+        self.snapshot.load().by_key.get(key).cloned()
+    }
+
+    fn by_id(&self, id: &str) -> Option<App> {
+        self.snapshot.load().by_id.get(id).cloned()
+    }
+
+    fn list(&self) -> Vec<App> {
+        self.snapshot.load().ordered.clone()
+    }
+
+    fn changes(&self) -> broadcast::Receiver<AppChange> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_by_key_and_id_and_announces_differences() {
+        let store = StaticApps::new(&[AppConfig::new("1", "k1", "s1"), AppConfig::new("2", "k2", "s2")]);
+        assert_eq!(store.by_key("k1").map(|a| a.id.clone()).as_deref(), Some("1"));
+        assert_eq!(store.by_id("2").map(|a| a.key.clone()).as_deref(), Some("k2"));
+        assert!(store.by_key("1").is_none() && store.by_id("k1").is_none());
+        assert_eq!(store.list().iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+
+        let mut changes = store.changes();
+        let kept = store.by_id("1");
+        let mut changed = AppConfig::new("2", "k2", "rotated");
+        changed.max_connections = Some(3);
+        store.replace(&[AppConfig::new("1", "k1", "s1"), changed, AppConfig::new("3", "k3", "s3")]);
+        assert!(Arc::ptr_eq(&store.by_id("1").unwrap(), &kept.unwrap()), "an unchanged app keeps its Arc");
+        assert_eq!(store.by_id("2").unwrap().secret, "rotated");
+        let mut seen = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            seen.push(match change {
+                AppChange::Updated(app) => format!("updated {}", app.id),
+                AppChange::Removed(id) => format!("removed {id}"),
+            });
+        }
+        assert_eq!(seen, ["updated 2", "updated 3"]);
+        store.replace(&[AppConfig::new("3", "k3", "s3")]);
+        let mut removed: Vec<String> = std::iter::from_fn(|| changes.try_recv().ok())
+            .filter_map(|c| match c {
+                AppChange::Removed(id) => Some(id),
+                AppChange::Updated(_) => None,
+            })
+            .collect();
+        removed.sort();
+        assert_eq!(removed, ["1", "2"]);
+        assert!(store.by_key("k1").is_none());
+    }
+}

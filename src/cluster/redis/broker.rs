@@ -1,0 +1,144 @@
+//! [`RedisBroker`]: records to and from the other nodes over one Redis pub/sub channel.
+//!
+//! Publishing never waits for Redis: records go into a bounded outbox, and one publisher task
+//! sends whatever has queued up as one PUBLISH (so under load a batch of events crosses Redis
+//! once, at idle each goes out at once). One subscriber task reads the channel, skips this node's
+//! own records and delivers the others to this node's sockets; when the subscription comes back
+//! after a loss it has the state rewritten, since Redis may have restarted empty.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::connection::{bounded, CONNECT_TIMEOUT};
+use super::state::RedisState;
+use super::{bus, Shared};
+use crate::cluster::{Broker, ClusterError, ClusterResult, LocalNode, Record};
+
+/// Records queued for the bus before publishers wait.
+const OUTBOX: usize = 8192;
+/// Most records in one PUBLISH.
+const MAX_RECORDS_PER_PUBLISH: usize = 64;
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    outbox: mpsc::Sender<Vec<u8>>,
+}
+
+impl RedisBroker {
+    /// Starts the publisher and subscriber tasks; the receiver resolves once the subscription is up.
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        local: Arc<dyn LocalNode>,
+        state: Arc<RedisState>,
+    ) -> (Arc<RedisBroker>, oneshot::Receiver<()>) {
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(publish_loop(shared.clone(), outbox_rx));
+        tokio::spawn(subscribe_loop(shared.clone(), local, state, ready_tx));
+        (Arc::new(RedisBroker { shared, outbox }), ready_rx)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, record: Record) -> ClusterResult<()> {
+        self.outbox.send(bus::encode(self.shared.node, &record)).await.map_err(|_| {
+            warn!("the Redis publisher task has stopped: cross-node delivery is off");
+            ClusterError::Unavailable("the Redis publisher has stopped".into())
+        })
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.health.subscribed.load(Ordering::Acquire)
+    }
+}
+
+async fn publish_loop(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Vec<u8>>) {
+    let mut records = Vec::new();
+    while outbox.recv_many(&mut records, MAX_RECORDS_PER_PUBLISH).await > 0 {
+        let payload = match records.len() {
+            1 => records.pop().unwrap_or_default(),
+            _ => bus::encode_many(&records),
+        };
+        records.clear();
+        let cmd = redis::cmd("PUBLISH").arg(shared.keys.bus()).arg(payload).clone();
+        if let Err(e) = shared.commands.query::<i64>(&cmd).await {
+            shared.failed("publish", &e);
+        }
+    }
+}
+
+async fn subscribe_loop(
+    shared: Arc<Shared>,
+    local: Arc<dyn LocalNode>,
+    state: Arc<RedisState>,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    let mut connected_before = false;
+    loop {
+        match subscribe_once(&shared).await {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(100);
+                if connected_before {
+                    info!("Redis is back: resuming cross-node delivery");
+                    let rewritten = state.resync().await;
+                    shared.health.commands_ok.store(rewritten, Ordering::Release);
+                }
+                connected_before = true;
+                shared.health.subscribed.store(true, Ordering::Release);
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+                while let Some(message) = stream.next().await {
+                    on_message(&shared, local.as_ref(), message.get_payload_bytes());
+                }
+                shared.health.subscribed.store(false, Ordering::Release);
+                warn!("lost the Redis subscription: serving local traffic only, reconnecting");
+            }
+            Err(e) => {
+                shared.failed("subscribe", &e);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe_once(shared: &Shared) -> redis::RedisResult<redis::aio::PubSubStream> {
+    bounded(CONNECT_TIMEOUT, "subscribe", async {
+        // Classic pub/sub is broadcast across a Redis Cluster's nodes, so any one of them will do.
+        let client = redis::Client::open(shared.settings.urls[0].as_str())?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(shared.keys.bus()).await?;
+        Ok(pubsub.into_on_message())
+    })
+    .await
+}
+
+fn on_message(shared: &Shared, local: &dyn LocalNode, payload: &[u8]) {
+    for record in bus::decode_all(payload) {
+        let Some((from, record)) = record else {
+            debug!("ignored a malformed record on the Redis channel");
+            continue;
+        };
+        if from == shared.node {
+            continue;
+        }
+        match record {
+            Record::Broadcast(b) => {
+                local.deliver(&b);
+            }
+            Record::Terminate { app_id, user_id } => {
+                local.terminate_user(&app_id, &user_id);
+            }
+        }
+    }
+}

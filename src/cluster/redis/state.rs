@@ -1,0 +1,145 @@
+//! [`RedisState`]: the cluster's presence, occupancy and counts, read from and written to Redis.
+//!
+//! Each concern lives in its own file as `impl RedisState` (presence, occupancy, counts, nodes,
+//! resync); this file holds what they share and answers the [`ClusterState`] questions with them.
+//! Besides writing to Redis, the state remembers what this node contributed (its presence members
+//! and occupied channels) so that it can write them again when Redis comes back empty.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use redis::Script;
+use tokio::sync::mpsc;
+
+use super::{scripts, Shared};
+use crate::apps::AppStore;
+use crate::cluster::{ChannelCounts, ClusterEvent, ClusterResult, ClusterState, Join, LocalNode, Member};
+use crate::protocol::presence::MemberData;
+
+pub(super) struct Scripts {
+    pub join: Script,
+    pub leave: Script,
+    pub occupy: Script,
+    pub vacate: Script,
+    pub count_delta: Script,
+}
+
+pub struct RedisState {
+    pub(super) shared: Arc<Shared>,
+    pub(super) local: Arc<dyn LocalNode>,
+    pub(super) apps: Arc<dyn AppStore>,
+    pub(super) scripts: Scripts,
+    /// This node's presence members, (app, channel, user) -> user_info, to re-announce after a loss.
+    pub(super) joined: Mutex<HashMap<(String, String, String), String>>,
+    /// This node's occupied channels, likewise.
+    pub(super) occupied_here: Mutex<HashSet<(String, String)>>,
+    pub(super) events_tx: mpsc::Sender<ClusterEvent>,
+    events: Mutex<Option<mpsc::Receiver<ClusterEvent>>>,
+}
+
+impl RedisState {
+    pub(super) fn new(shared: Arc<Shared>, local: Arc<dyn LocalNode>, apps: Arc<dyn AppStore>) -> Arc<RedisState> {
+        let (events_tx, events) = mpsc::channel(10_000);
+        Arc::new(RedisState {
+            shared,
+            local,
+            apps,
+            scripts: Scripts {
+                join: scripts::presence_join(),
+                leave: scripts::presence_leave(),
+                occupy: scripts::occupy(),
+                vacate: scripts::vacate(),
+                count_delta: scripts::count_delta(),
+            },
+            joined: Mutex::new(HashMap::new()),
+            occupied_here: Mutex::new(HashSet::new()),
+            events_tx,
+            events: Mutex::new(Some(events)),
+        })
+    }
+
+    /// Fails fast while the state cannot be trusted, so a question gets an error, not a guess.
+    fn trusted(&self) -> ClusterResult<()> {
+        if self.shared.health.healthy() {
+            Ok(())
+        } else {
+            Err(self.shared.unavailable())
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterState for RedisState {
+    async fn presence_join(&self, app_id: &str, channel: &str, member: &MemberData, max: usize) -> ClusterResult<Join> {
+        // Remembered first: if Redis is away, the member is written when it is back.
+        if let Ok(mut joined) = self.joined.lock() {
+            let key = (app_id.to_owned(), channel.to_owned(), member.user_id.clone());
+            joined.insert(key, member.user_info.clone().unwrap_or_default());
+        }
+        let join = self.join_as(app_id, channel, member, max).await;
+        if matches!(join, Ok(Join::Full)) {
+            if let Ok(mut joined) = self.joined.lock() {
+                joined.remove(&(app_id.to_owned(), channel.to_owned(), member.user_id.clone()));
+            }
+        }
+        join
+    }
+
+    async fn presence_leave(&self, app_id: &str, channel: &str, user_id: &str) -> ClusterResult<bool> {
+        if let Ok(mut joined) = self.joined.lock() {
+            joined.remove(&(app_id.to_owned(), channel.to_owned(), user_id.to_owned()));
+        }
+        self.leave_as(self.shared.node, app_id, channel, user_id).await
+    }
+
+    async fn members(&self, app_id: &str, channel: &str) -> ClusterResult<Vec<Member>> {
+        self.trusted()?;
+        self.members_of(app_id, channel).await
+    }
+
+    async fn occupied(&self, app_id: &str, channel: &str) -> ClusterResult<bool> {
+        if let Ok(mut here) = self.occupied_here.lock() {
+            here.insert((app_id.to_owned(), channel.to_owned()));
+        }
+        self.occupy_as(app_id, channel).await
+    }
+
+    async fn vacated(&self, app_id: &str, channel: &str) -> ClusterResult<bool> {
+        if let Ok(mut here) = self.occupied_here.lock() {
+            here.remove(&(app_id.to_owned(), channel.to_owned()));
+        }
+        self.vacate_as(self.shared.node, app_id, channel).await
+    }
+
+    async fn subscription_count(&self, app_id: &str, channel: &str) -> ClusterResult<usize> {
+        self.trusted()?;
+        self.sum_over_nodes(|keys, node| keys.subscriptions(app_id, node), channel).await
+    }
+
+    async fn channels(&self, app_id: &str) -> ClusterResult<Vec<ChannelCounts>> {
+        self.trusted()?;
+        self.channel_counts(app_id).await
+    }
+
+    async fn connection_count(&self, app_id: &str) -> ClusterResult<usize> {
+        self.trusted()?;
+        self.sum_over_nodes(|keys, node| keys.connections(node), app_id).await
+    }
+
+    async fn subscription_changed(&self, app_id: &str, channel: &str, delta: i64) -> ClusterResult<()> {
+        self.add_subscriptions(app_id, channel, delta).await
+    }
+
+    async fn connection_changed(&self, app_id: &str, delta: i64) -> ClusterResult<()> {
+        self.add_connections(app_id, delta).await
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.health.healthy()
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<ClusterEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+}
