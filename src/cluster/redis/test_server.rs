@@ -83,22 +83,26 @@ impl crate::cluster::LocalNode for EmptyNode {
     }
 }
 
-/// A node's state on `redis`, marked healthy as a started node would be.
-pub async fn state_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync::Arc<super::state::RedisState> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// What a node's parts share, on `redis`, marked healthy as a started node would be.
+pub async fn shared_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync::Arc<super::Shared> {
+    use std::sync::atomic::AtomicBool;
     let settings = super::RedisSettings {
         urls: vec![redis.url()],
         prefix: prefix.to_owned(),
         node_timeout: Duration::from_millis(500),
     };
-    let shared = std::sync::Arc::new(super::Shared {
+    std::sync::Arc::new(super::Shared {
         commands: redis.commands().await,
         keys: super::keys::Keys::new(prefix),
         node,
         settings,
         health: super::Health { subscribed: AtomicBool::new(true), commands_ok: AtomicBool::new(true) },
-    });
-    shared.health.subscribed.store(true, Ordering::Release);
+    })
+}
+
+/// A node's state on `redis`, marked healthy as a started node would be.
+pub async fn state_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync::Arc<super::state::RedisState> {
+    let shared = shared_on(redis, node, prefix).await;
     let apps = crate::apps::StaticApps::new(&[crate::config::AppConfig::new("1", "k", "s")]);
     super::state::RedisState::new(shared, std::sync::Arc::new(EmptyNode), apps)
 }
