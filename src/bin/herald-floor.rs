@@ -61,9 +61,9 @@ struct Args {
     host: String,
     #[arg(long, default_value_t = 8090)]
     port: u16,
-    /// Listen backlog. 128 is what `tokio::net::TcpListener::bind` (and so Herald) uses; a connection storm
-    /// larger than the backlog sees SYNs dropped and retried after 1 s, so `storm` depends on it.
-    #[arg(long, default_value_t = 128)]
+    /// Listen backlog: 4096 by default, as Herald's listener (a connection storm larger than the backlog
+    /// sees SYNs dropped and retried after 1 s, so `storm` compares servers only at equal backlogs).
+    #[arg(long, default_value_t = 4096)]
     backlog: u32,
 }
 
