@@ -163,7 +163,8 @@ where
                 _ = self.overflow.wait() => {
                     return Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into());
                 }
-                incoming = self.ws.next() => {
+                // A backlogged queue stops reading until it drains: the client is slowed by TCP.
+                incoming = self.ws.next(), if !self.rx.backlogged() => {
                     self.liveness.saw_activity(Instant::now());
                     if let Some(Ok(message)) = &incoming {
                         crate::metrics::received(message.len());
@@ -201,8 +202,8 @@ where
         match message {
             Message::Text(text) => self.session.on_text(text).await,
             Message::Binary(data) => self.session.on_binary(data).await,
-            // Queued like any frame: written with the next batch, under the same byte limit and write
-            // timeout, so a peer that floods pings without reading is dropped, not waited for.
+            // Written with the next batch; only the latest ping's answer is kept, so a ping flood
+            // costs no memory.
             Message::Ping(payload) => {
                 self.session.out().pong(payload.into());
                 None
@@ -248,10 +249,7 @@ where
                     frames.push((OpCode::Binary, data));
                 }
                 Outgoing::Ping => frames.push((OpCode::Ping, &[])),
-                Outgoing::Pong(payload) => {
-                    bytes += payload.len().max(1);
-                    frames.push((OpCode::Pong, payload));
-                }
+                Outgoing::Pong(payload) => frames.push((OpCode::Pong, payload)),
                 Outgoing::Close { code, message } => {
                     then_close = Some(Exit::Pusher(*code, message.clone()));
                     break;
@@ -269,8 +267,8 @@ where
             _ = tokio::time::sleep(write_timeout) => Err(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
         };
         crate::metrics::sent(messages, bytes);
+        self.rx.sent(batch);
         batch.clear();
-        self.rx.sent(bytes);
         result
     }
 }

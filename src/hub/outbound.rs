@@ -8,6 +8,11 @@
 //! The queue is a `VecDeque` behind a short mutex plus a `Notify`, not a channel: an idle
 //! connection then holds no preallocated block (a tokio mpsc allocates ~1.3 KB up front), and the
 //! queue's buffer is released once a burst has drained.
+//!
+//! Every entry is counted at what it really holds: its payload plus the entry itself, so a flood
+//! of tiny frames is bounded like a few large ones, and the number of entries is capped as well.
+//! The answer to a client's WebSocket ping is not queued at all: at most one pong is pending, the
+//! latest (RFC 6455 allows answering only the most recent ping), so a ping flood costs no memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +39,18 @@ pub enum Outgoing {
     },
 }
 
+/// What one queue entry costs beyond its payload.
+const ENTRY_COST: usize = std::mem::size_of::<Outgoing>();
+/// Most entries one queue holds, whatever their size.
+pub const MAX_QUEUED_ENTRIES: usize = 65_536;
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// The answer to the latest WebSocket ping, written before anything queued.
+    pong: Option<bytes::Bytes>,
+}
+
 struct Shared {
     socket_id: SocketId,
     queued_bytes: AtomicUsize,
@@ -41,7 +58,7 @@ struct Shared {
     overflowed: AtomicBool,
     /// Wakes a writer stuck on a socket that does not drain, so it can drop the client at once.
     kill: Notify,
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
     /// Wakes the writer when something is queued.
     ready: Notify,
     /// The connection is gone: pushes are refused.
@@ -54,11 +71,31 @@ impl Shared {
             return false;
         }
         match self.queue.lock() {
-            Ok(mut queue) => queue.push_back(item),
+            Ok(mut queue) if queue.items.len() < MAX_QUEUED_ENTRIES => queue.items.push_back(item),
+            Ok(_) => {
+                self.overflow();
+                return false;
+            }
             Err(_) => return false,
         }
         self.ready.notify_one();
         true
+    }
+
+    fn overflow(&self) {
+        if !self.overflowed.swap(true, Ordering::AcqRel) {
+            self.kill.notify_one();
+        }
+    }
+}
+
+/// What an entry counts against the queue's byte limit: its payload and the entry itself.
+/// Control entries (ping, close) are not counted: at most one of each kind matters.
+pub fn cost(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Frame(frame) => ENTRY_COST + frame.len(),
+        Outgoing::Binary(data) => ENTRY_COST + data.len(),
+        Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close { .. } => 0,
     }
 }
 
@@ -77,7 +114,7 @@ impl Drop for OutboundReceiver {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         if let Ok(mut queue) = self.shared.queue.lock() {
-            *queue = VecDeque::new();
+            *queue = Queue::default();
         }
     }
 }
@@ -91,7 +128,7 @@ impl Outbound {
             limit,
             overflowed: AtomicBool::new(false),
             kill: Notify::new(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -104,22 +141,20 @@ impl Outbound {
 
     /// Queues a frame. Returns false when it was refused: the connection is gone or over its limit.
     pub fn push(&self, frame: Frame) -> bool {
-        let len = frame.len();
-        self.push_counted(len, Outgoing::Frame(frame))
+        self.push_counted(Outgoing::Frame(frame))
     }
 
     /// Queues a binary message, counted against the same byte limit.
     pub fn push_binary(&self, data: bytes::Bytes) -> bool {
-        self.push_counted(data.len(), Outgoing::Binary(data))
+        self.push_counted(Outgoing::Binary(data))
     }
 
-    fn push_counted(&self, len: usize, item: Outgoing) -> bool {
+    fn push_counted(&self, item: Outgoing) -> bool {
+        let len = cost(&item);
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > self.shared.limit {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            if !self.shared.overflowed.swap(true, Ordering::AcqRel) {
-                self.shared.kill.notify_one();
-            }
+            self.shared.overflow();
             return false;
         }
         if !self.shared.enqueue(item) {
@@ -157,10 +192,17 @@ impl Outbound {
         self.shared.enqueue(Outgoing::Ping);
     }
 
-    /// Queues the answer to a client's ping, counted against the byte limit like any frame, so a
-    /// client that floods pings without reading overflows its queue like one that ignores events.
+    /// Answers a client's ping: replaces any pong not yet written (at most 125 bytes are held).
     pub fn pong(&self, payload: bytes::Bytes) -> bool {
-        self.push_counted(payload.len().max(1), Outgoing::Pong(payload))
+        if self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.shared.queue.lock() {
+            Ok(mut queue) => queue.pong = Some(payload),
+            Err(_) => return false,
+        }
+        self.shared.ready.notify_one();
+        true
     }
 }
 
@@ -173,23 +215,33 @@ impl OutboundReceiver {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Ok(mut queue) = self.shared.queue.lock() {
-                if !queue.is_empty() {
-                    let n = queue.len().min(max);
-                    into.extend(queue.drain(..n));
-                    if queue.is_empty() {
+                let pong = queue.pong.take().map(Outgoing::Pong);
+                if pong.is_some() || !queue.items.is_empty() {
+                    let before = into.len();
+                    into.extend(pong);
+                    let n = queue.items.len().min(max);
+                    into.extend(queue.items.drain(..n));
+                    if queue.items.is_empty() {
                         // An idle connection keeps no queue buffer.
-                        *queue = VecDeque::new();
+                        queue.items = VecDeque::new();
                     }
-                    return n;
+                    return into.len() - before;
                 }
             }
             notified.await;
         }
     }
 
-    /// Records that `bytes` of frames left the queue (were handed to the socket).
-    pub fn sent(&self, bytes: usize) {
+    /// Records that `items` (taken by `recv_many`) left the queue: were handed to the socket.
+    pub fn sent(&self, items: &[Outgoing]) {
+        let bytes: usize = items.iter().map(cost).sum();
         self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Whether the queue is half full or more: the connection then stops reading from its client
+    /// until it drains, so a client that sends without reading is slowed by TCP, not buffered here.
+    pub fn backlogged(&self) -> bool {
+        self.shared.queued_bytes.load(Ordering::Acquire) >= self.shared.limit / 2
     }
 
     /// Whether a push was refused because the client fell too far behind.
@@ -221,15 +273,48 @@ mod tests {
     #[tokio::test]
     async fn bounded_in_bytes_and_flags_overflow() {
         let one = frame(100);
-        let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 1 }, one.len() * 3);
+        let each = cost(&Outgoing::Frame(one.clone()));
+        assert_eq!(each, one.len() + ENTRY_COST, "payload plus the entry");
+        let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 1 }, each * 3);
         assert!(out.push(one.clone()) && out.push(one.clone()) && out.push(one.clone()));
         assert!(!rx.overflowed());
         assert!(!out.push(one.clone()), "the fourth frame exceeds the limit");
         assert!(rx.overflowed());
         rx.overflow_signal().wait().await; // must not hang once overflowed
         let mut got = Vec::new();
+        assert!(rx.backlogged());
         assert_eq!(rx.recv_many(&mut got, 10).await, 3);
-        rx.sent(one.len() * 3);
+        rx.sent(&got);
+        assert_eq!(rx.queued_bytes(), 0);
+        assert!(!rx.backlogged());
+    }
+
+    #[tokio::test]
+    async fn tiny_entries_are_bounded_by_count_and_by_their_real_cost() {
+        let (out, rx) = Outbound::new(SocketId { node: 1, seq: 4 }, usize::MAX / 2);
+        let tiny = Frame::pong();
+        let accepted = (0..MAX_QUEUED_ENTRIES + 10).take_while(|_| out.push(tiny.clone())).count();
+        assert_eq!(accepted, MAX_QUEUED_ENTRIES, "the entry cap holds whatever the byte limit");
+        assert!(rx.overflowed());
+        let (out, rx) = Outbound::new(SocketId { node: 1, seq: 5 }, 1 << 20);
+        let accepted = (0..1 << 20).take_while(|_| out.push(tiny.clone())).count();
+        assert_eq!(accepted, (1 << 20) / (tiny.len() + ENTRY_COST), "each entry costs more than its bytes");
+        assert!(rx.overflowed());
+    }
+
+    #[tokio::test]
+    async fn only_the_latest_pong_is_kept_and_it_goes_first() {
+        let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 6 }, 1 << 20);
+        assert!(out.push(frame(1)));
+        for n in 0..10_000u32 {
+            assert!(out.pong(bytes::Bytes::from(n.to_string())));
+        }
+        assert!(!rx.overflowed(), "pongs cost nothing against the limit");
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 10).await, 2);
+        assert!(matches!(&got[0], Outgoing::Pong(p) if p.as_ref() == b"9999"), "{got:?}");
+        assert!(matches!(&got[1], Outgoing::Frame(_)));
+        rx.sent(&got);
         assert_eq!(rx.queued_bytes(), 0);
     }
 
