@@ -36,8 +36,14 @@ impl Redis {
     }
 
     fn stop(&mut self) {
+        self.signal("-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP / SIGCONT: a Redis that keeps its sockets open and stops answering.
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
     }
 }
 
@@ -322,6 +328,55 @@ async fn cluster_questions_get_503_while_redis_is_down_and_200_once_it_is_back()
     let (_, health) = a.raw_api("GET", "/up", "").await;
     assert_eq!(health["health"], "OK");
     drop(ann);
+}
+
+#[tokio::test]
+async fn a_stalled_redis_is_noticed_and_clients_are_answered_within_their_deadlines() {
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, _b) = pair(&url, "").await;
+    let (mut open_before, open_id) = a.connect().await;
+    join(&mut open_before, &open_id, "presence-room", "1").await;
+
+    redis.signal("-STOP");
+    // A ping on an open connection is answered at once: nothing on that path waits for Redis.
+    let started = Instant::now();
+    open_before.send(r#"{"event":"pusher:ping"}"#).await;
+    assert_eq!(open_before.recv().await["event"], "pusher:pong");
+    // A new connection is greeted, and its presence join is answered (served by this node) within
+    // the Redis command deadline, instead of hanging with the stalled server.
+    let (mut newcomer, newcomer_id) = a.connect().await;
+    let presence = join(&mut newcomer, &newcomer_id, "presence-room", "2").await;
+    assert!(presence["ids"].as_array().is_some_and(|ids| ids.contains(&json!("2"))), "{presence}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered within the deadlines: {:?}", started.elapsed());
+    // The node says it is degraded, and cluster questions are refused rather than guessed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = a.raw_api("GET", "/up", "").await;
+        if health["health"] == "DEGRADED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/up never reported the stalled Redis: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = a.api("GET", &format!("/apps/{APP_ID}/channels/presence-room/users"), "", &[]).await;
+    assert_eq!(status, 503);
+
+    redis.signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, health) = a.raw_api("GET", "/up", "").await;
+        if health["health"] == "OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never recovered: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both members are in Redis again (the newcomer's join was written when Redis came back).
+    eventually(&a, &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], |v| {
+        v == &json!({"users": [{"id": "1"}, {"id": "2"}]})
+    })
+    .await;
 }
 
 #[tokio::test]
