@@ -143,7 +143,8 @@ pub fn verify_api_request(
         return Err(ApiAuthError::WrongVersion);
     }
     let timestamp: i64 = timestamp.trim().parse().map_err(|_| ApiAuthError::BadTimestamp)?;
-    if (now_secs - timestamp).abs() > MAX_TIMESTAMP_SKEW_SECS {
+    // `abs_diff`: a subtraction would overflow for extreme values (and wrap to a "fresh" skew).
+    if now_secs.abs_diff(timestamp) > MAX_TIMESTAMP_SKEW_SECS.unsigned_abs() {
         return Err(ApiAuthError::Expired);
     }
     match get("body_md5") {
@@ -285,6 +286,20 @@ mod tests {
         let v2 = query.replace("auth_version=1.0", "auth_version=2.0");
         let req = ApiRequest { query: &v2, ..ok };
         assert_eq!(verify_api_request(KEY, SECRET, &req, TS), Err(ApiAuthError::WrongVersion));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_expired_not_overflowed() {
+        let now = TS;
+        // `now - ts` would overflow for these (and wrap to a "fresh" skew for `now + i64::MIN`).
+        for ts in [i64::MIN, i64::MIN + 1, now.wrapping_add(i64::MIN), -now, i64::MAX, i64::MAX - 1] {
+            let q = sign_api_request(KEY, SECRET, "GET", "/apps/3/channels", b"", &[], ts);
+            let req = ApiRequest { method: "GET", path: "/apps/3/channels", query: &q, body: b"" };
+            assert_eq!(verify_api_request(KEY, SECRET, &req, now), Err(ApiAuthError::Expired), "ts {ts}");
+            let q = sign_api_request(KEY, SECRET, "GET", "/apps/3/channels", b"", &[], now);
+            let req = ApiRequest { query: &q, ..req };
+            assert_eq!(verify_api_request(KEY, SECRET, &req, ts), Err(ApiAuthError::Expired), "now {ts}");
+        }
     }
 
     #[test]
