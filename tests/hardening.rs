@@ -1,0 +1,103 @@
+//! Issue #15 hardening (HTTP API, connections, dashboard, Origin, webhooks, demo), each test against a
+//! real server over real sockets.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// What the server sent on a raw connection, and whether it then closed it (else the wait ran out).
+struct Answer {
+    text: String,
+    closed: bool,
+}
+
+/// Reads what `stream` sends until it closes or `wait` has passed.
+async fn read_answer(stream: &mut TcpStream, wait: Duration) -> Answer {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Answer { text: String::from_utf8_lossy(&buf).into_owned(), closed: true },
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Answer { text: String::from_utf8_lossy(&buf).into_owned(), closed: false },
+        }
+    }
+}
+
+/// Connects, sends `request` as it is and reads the answer until the server closes or `wait` passes.
+async fn exchange(port: u16, request: &[u8], wait: Duration) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    if stream.write_all(request).await.is_err() {
+        return Answer { text: String::new(), closed: true };
+    }
+    read_answer(&mut stream, wait).await
+}
+
+/// A query that passes every check made before the body is read (key, version, fresh timestamp,
+/// body_md5 and auth_signature present) but whose signature is wrong.
+fn plausible_query() -> String {
+    format!(
+        "auth_key={KEY}&auth_timestamp={}&auth_version=1.0&body_md5=00000000000000000000000000000000&auth_signature=00",
+        now()
+    )
+}
+
+fn post_head(path_and_query: &str, content_length: usize) -> String {
+    format!(
+        "POST {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn an_api_body_not_sent_in_time_gets_408_and_the_connection_closes() {
+    let server = TestServer::start("handshake_timeout_ms = 500", "").await;
+    let path = format!("/apps/{APP_ID}/events?{}", plausible_query());
+    let mut request = post_head(&path, 100).into_bytes();
+    request.extend_from_slice(&[b' '; 50]);
+    let answer = exchange(server.port, &request, Duration::from_secs(5)).await;
+    assert!(answer.text.starts_with("HTTP/1.1 408"), "{:?}", answer.text);
+    let body = answer.text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON body: {:?}", answer.text));
+    assert!(body["error"].is_string(), "{body}");
+    assert!(answer.closed, "the connection is closed after the 408");
+    // The server itself is fine.
+    assert_eq!(server.trigger("c", "e", "d").await, 200);
+}
+
+#[tokio::test]
+async fn unsigned_api_bodies_are_refused_before_they_are_read() {
+    // The default deadline (10 s) is longer than the wait: a 401 within it was sent before the body.
+    let server = TestServer::start("", "").await;
+    let stale = format!(
+        "auth_key={KEY}&auth_timestamp={}&auth_version=1.0&body_md5=00000000000000000000000000000000&auth_signature=00",
+        now() - 3600
+    );
+    let no_md5 = format!("auth_key={KEY}&auth_timestamp={}&auth_version=1.0&auth_signature=00", now());
+    let wrong_key = plausible_query().replace(KEY, "other-key");
+    for query in ["".to_owned(), "auth_key=app-key".to_owned(), stale, no_md5, wrong_key] {
+        let head = post_head(&format!("/apps/{APP_ID}/events?{query}"), 99_999);
+        let answer = exchange(server.port, head.as_bytes(), Duration::from_secs(3)).await;
+        assert!(answer.text.starts_with("HTTP/1.1 401"), "{query}: {:?}", answer.text);
+        assert!(answer.text.contains("\"error\""), "{query}: {:?}", answer.text);
+        assert!(answer.closed, "{query}: closed without waiting for the body");
+    }
+    // An unknown app is refused before its body too.
+    let head = post_head(&format!("/apps/999/events?{}", plausible_query()), 99_999);
+    let answer = exchange(server.port, head.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.text.starts_with("HTTP/1.1 404"), "{:?}", answer.text);
+    assert!(answer.closed);
+    // Signed requests still work, on a keep-alive connection too.
+    for _ in 0..3 {
+        assert_eq!(server.trigger("c", "e", "d").await, 200);
+    }
+}
