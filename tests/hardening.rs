@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use serde_json::Value;
@@ -100,4 +100,116 @@ async fn unsigned_api_bodies_are_refused_before_they_are_read() {
     for _ in 0..3 {
         assert_eq!(server.trigger("c", "e", "d").await, 200);
     }
+}
+
+/// Whether a new connection is served (a `GET /up` answered) or closed at once with no answer.
+async fn served(port: u16) -> bool {
+    let answer = exchange(port, b"GET /up HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", Duration::from_secs(3)).await;
+    if answer.text.is_empty() {
+        assert!(answer.closed, "a refused connection is closed, not left hanging");
+        false
+    } else {
+        assert!(answer.text.starts_with("HTTP/1.1 200"), "{:?}", answer.text);
+        true
+    }
+}
+
+/// Waits (bounded) until a new connection is served again.
+async fn served_again(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !served(port).await {
+        assert!(Instant::now() < deadline, "the freed slot was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /metrics`, retried (bounded) while a capped server has no slot free.
+async fn metrics(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            if let Ok(text) = response.text().await {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "/metrics never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An idle keep-alive HTTP connection that has been answered once. Retried (bounded): the
+/// connection of the readiness probe may not have been let go of yet.
+async fn idle_http(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 1024];
+        if stream.write_all(b"GET /up HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.is_ok() {
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                if buf[..n].starts_with(b"HTTP/1.1 200") {
+                    return stream;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no connection slot came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Pusher WebSocket client, connected and greeted; retried (bounded) like [`idle_http`].
+async fn websocket(port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let url = format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7");
+    loop {
+        if let Ok(Ok((ws, _))) =
+            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url)).await
+        {
+            let mut client = Client { ws };
+            if let Ok(hello) = client.next_text(Duration::from_secs(5)).await {
+                assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+                return client;
+            }
+        }
+        assert!(Instant::now() < deadline, "no connection slot came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_per_ip_cap_are_closed_at_accept_and_counted() {
+    let server = TestServer::start("max_connections_per_ip = 3\nper_ip_limit_exempt = []", "").await;
+    // Two WebSockets (counted for as long as they are open, not only during their handshake) and
+    // one idle keep-alive HTTP connection fill the cap.
+    let ws1 = websocket(server.port).await;
+    let _ws2 = websocket(server.port).await;
+    let idle = idle_http(server.port).await;
+    for _ in 0..3 {
+        assert!(!served(server.port).await, "a 4th connection from 127.0.0.1 is refused");
+    }
+    drop(ws1);
+    served_again(server.port).await;
+    drop(idle);
+    served_again(server.port).await;
+    let text = metrics(server.port).await;
+    let refused = text
+        .lines()
+        .find(|l| l.starts_with("herald_connections_refused_total{reason=\"per_ip\"}"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let count: u64 = refused.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3, "{refused}");
+}
+
+#[tokio::test]
+async fn the_global_cap_applies_to_exempt_addresses_too() {
+    // Loopback is exempt from the per-IP cap by default (a same-host proxy), never from the global one.
+    let server = TestServer::start("max_connections = 2\nmax_connections_per_ip = 1", "").await;
+    let ws = websocket(server.port).await;
+    let idle = idle_http(server.port).await;
+    assert!(!served(server.port).await, "a 3rd connection is refused");
+    drop(idle);
+    served_again(server.port).await;
+    drop(ws);
+    let text = metrics(server.port).await;
+    assert!(text.contains("herald_connections_refused_total{reason=\"global\"}"), "{text}");
+    assert!(!text.contains("reason=\"per_ip\""), "{text}");
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use env::{apply_app_env, apply_env};
-pub use validate::ConfigError;
+pub use validate::{parse_network, ConfigError};
 
 /// The sample printed by `herald config`; also a test fixture (it must parse and validate).
 pub const SAMPLE: &str = include_str!("sample.toml");
@@ -47,6 +47,13 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Bytes a connection's outbound queue may hold before the client is dropped as a slow consumer.
     pub max_outbound_buffer: usize,
+    /// Most open connections (HTTP and WebSocket) for the whole server; more are closed at accept.
+    pub max_connections: usize,
+    /// Most open connections from one client IP address; more are closed at accept.
+    pub max_connections_per_ip: u32,
+    /// Addresses or networks (`10.0.0.0/8`, `::1`) only `max_connections` applies to: every client
+    /// behind a proxy shares its address. Loopback by default (a same-host proxy, local tools).
+    pub per_ip_limit_exempt: Vec<String>,
     /// The live dashboard at `/dashboard`: on with `--debug`, or when set here. Needs
     /// `dashboard_password` (HTTP Basic, any user name) unless `--debug`.
     pub dashboard: bool,
@@ -69,6 +76,9 @@ impl Default for ServerConfig {
             max_request_size: 100_000,
             handshake_timeout_ms: 10_000,
             max_outbound_buffer: 4 * 1024 * 1024,
+            max_connections: 50_000,
+            max_connections_per_ip: 1000,
+            per_ip_limit_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
             echo_path: None,
             metrics_token: None,
             dashboard: false,
@@ -491,6 +501,12 @@ mod tests {
         assert!(err(Some("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\nping_interval = 0\n"), &[])
             .contains("ping_interval"));
         assert!(err(Some("[server]\npath = \"nope\"\n"), &[]).contains("path"));
+        assert!(err(Some("[server]\nmax_connections_per_ip = 0\n"), &[]).contains("max_connections_per_ip"));
+        assert!(err(Some("[server]\nmax_connections = 0\n"), &[]).contains("max_connections"));
+        for bad in ["10.0.0.0/33", "::1/129", "localhost", "10.0.0/8"] {
+            let file = format!("[server]\nper_ip_limit_exempt = [{bad:?}]\n");
+            assert!(err(Some(&file), &[]).contains("per_ip_limit_exempt"), "{bad}");
+        }
         let file_app = "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n";
         assert!(err(Some(file_app), &[("REVERB_APP_ID", "2"), ("REVERB_APP_KEY", "x"), ("REVERB_APP_SECRET", "y")])
             .contains("REVERB_APP_"));

@@ -4,6 +4,8 @@
 //! `Sec-WebSocket-Version: 13` for a wrong version) instead of a hang. After the 101, the raw TCP
 //! stream is taken back from hyper and handed to the connection task.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
+use super::limits::{ConnInfo, Permit};
 use super::AppState;
 use crate::connection::{self, Handshake, Limits, PlainHandshake};
 use crate::protocol::signature::decode_query;
@@ -76,6 +79,8 @@ pub(super) fn accept(
         return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The connection's permit (see `limits`) stays with the socket for its whole life.
+    let permit = request.extensions_mut().remove::<ConnInfo>().map(|info| info.permit);
 
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -87,7 +92,7 @@ pub(super) fn accept(
         };
         // Counted from the upgrade, so that a shutdown also waits for sockets still being checked.
         let _open = OpenSocket::new(&state);
-        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint).await;
+        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint, permit).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -113,6 +118,7 @@ async fn serve_upgraded(
     max_message_size: usize,
     limits: Limits,
     endpoint: Endpoint,
+    permit: Option<Arc<Permit>>,
 ) {
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
@@ -121,7 +127,7 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            return run(ws, &state, limits, endpoint).await;
+            return run(ws, &state, limits, endpoint, permit).await;
         }
         Err(upgraded) => upgraded,
     };
@@ -130,11 +136,11 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            run(ws, &state, limits, endpoint).await
+            run(ws, &state, limits, endpoint, permit).await
         }
         Err(upgraded) => {
             let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
-            run(ws, &state, limits, endpoint).await
+            run(ws, &state, limits, endpoint, permit).await
         }
     }
 }
@@ -142,7 +148,7 @@ async fn serve_upgraded(
 /// Runs the endpoint's checks in the upgrade task, then serves an accepted connection in a task of
 /// its own: the upgrade's state (hyper's handshake, this function's locals) is freed, and the
 /// long-lived task holds only the connection.
-async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
+async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint, permit: Option<Arc<Permit>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -153,7 +159,7 @@ where
         Endpoint::Plain(handshake) => connection::open_plain(ws, hub, handshake, limits).await,
     };
     if let Some(conn) = conn {
-        tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+        tokio::spawn(conn.serve(state.shutdown.clone(), (OpenSocket::new(state), permit)));
     }
 }
 
