@@ -83,3 +83,8 @@ pub fn published(deliveries: usize, seconds: f64) {
 pub fn connection_refused(reason: &'static str) {
     counter!("herald_connections_refused_total", "reason" => reason).increment(1);
 }
+
+/// A dashboard request refused with 429 after repeated wrong passwords from its address.
+pub fn dashboard_auth_refused() {
+    counter!("herald_dashboard_auth_refused_total").increment(1);
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -212,4 +213,90 @@ async fn the_global_cap_applies_to_exempt_addresses_too() {
     let text = metrics(server.port).await;
     assert!(text.contains("herald_connections_refused_total{reason=\"global\"}"), "{text}");
     assert!(!text.contains("reason=\"per_ip\""), "{text}");
+}
+
+fn basic(password: &str) -> String {
+    use base64_engine as b64;
+    format!("Basic {}", b64::encode(format!("admin:{password}").as_bytes()))
+}
+
+/// Standard base64, for the Basic header (the tests do not otherwise need a crate for it).
+mod base64_engine {
+    pub fn encode(input: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn dashboard_passwords_cannot_be_guessed_quickly() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let server = TestServer::start(&format!("dashboard = true\ndashboard_password = \"{PASSWORD}\""), "").await;
+    let url = format!("http://127.0.0.1:{}/dashboard/api/apps", server.port);
+    // One keep-alive client, as a brute-forcer would use.
+    let client = reqwest::Client::new();
+    let get = |password: &str| client.get(&url).header("Authorization", basic(password)).send();
+    assert_eq!(get(PASSWORD).await.unwrap().status(), 200);
+    for i in 0..5 {
+        assert_eq!(get(&format!("guess-{i}")).await.unwrap().status(), 401, "failure {i}");
+    }
+    let refused = get("guess-5").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+    // While blocked, even the right password is not tried.
+    assert_eq!(get(PASSWORD).await.unwrap().status(), 429);
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    assert_eq!(get(PASSWORD).await.unwrap().status(), 200, "served again after the wait");
+    let text = metrics(server.port).await;
+    let line =
+        text.lines().find(|l| l.starts_with("herald_dashboard_auth_refused_total")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 2, "{line}");
+}
+
+#[test]
+fn a_short_dashboard_password_is_refused_at_start_up() {
+    let dir = std::env::temp_dir().join(format!("herald-hardening-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("herald.toml");
+    let port = unused_port();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = {port}\ndashboard = true\ndashboard_password = \"fifteen-chars-x\"\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["start", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.is_some_and(|s| !s.success()), "a 15-character password must stop start-up: {stderr}");
+    assert!(stderr.contains("dashboard_password") && stderr.contains("16"), "{stderr}");
 }

@@ -5,6 +5,9 @@ use std::collections::HashSet;
 /// The largest `max_message_size` an app may set: a message is held whole before it is handled.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 << 20;
 
+/// The shortest `dashboard_password` accepted: it guards triggering events on every channel.
+pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 16;
+
 use super::Config;
 
 /// An IP address (`10.1.2.3`, `::1`) or network (`10.0.0.0/8`, `fd00::/8`) as (address, prefix length).
@@ -55,6 +58,13 @@ impl Config {
         }
         if self.server.max_outbound_buffer < 1024 {
             return invalid("server.max_outbound_buffer must be at least 1024 bytes".into());
+        }
+        if let Some(password) = &self.server.dashboard_password {
+            if password.chars().count() < MIN_DASHBOARD_PASSWORD_CHARS {
+                return invalid(format!(
+                    "server.dashboard_password must be at least {MIN_DASHBOARD_PASSWORD_CHARS} characters long"
+                ));
+            }
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections must be at least 1".into());

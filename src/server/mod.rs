@@ -47,6 +47,8 @@ pub struct AppState {
     pub open_sockets: Arc<AtomicUsize>,
     /// Each app's HTTP API request rate limit (`api_rate_limit`), absent when unlimited.
     pub api_limiters: Arc<std::collections::HashMap<String, governor::DefaultDirectRateLimiter>>,
+    /// Wrong dashboard passwords per client address (see `dashboard::AuthBackoff`).
+    pub dashboard_backoff: Arc<dashboard::AuthBackoff>,
 }
 
 /// A bound server, ready to run.
@@ -76,6 +78,7 @@ impl Server {
             shutdown,
             open_sockets: Arc::new(AtomicUsize::new(0)),
             api_limiters: Arc::new(api_limiters),
+            dashboard_backoff: Arc::default(),
         };
         Ok(Server { listener, state, tls })
     }
