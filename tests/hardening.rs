@@ -10,6 +10,8 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -299,4 +301,91 @@ fn a_short_dashboard_password_is_refused_at_start_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(status.is_some_and(|s| !s.success()), "a 15-character password must stop start-up: {stderr}");
     assert!(stderr.contains("dashboard_password") && stderr.contains("16"), "{stderr}");
+}
+
+/// A raw WebSocket handshake with `origins` as the Origin headers (bytes, not necessarily ASCII).
+/// Returns the status line and, after a 101, the socket as a WebSocket client.
+async fn handshake(
+    port: u16,
+    path: &str,
+    origins: &[&[u8]],
+) -> (String, Option<WebSocketStream<MaybeTlsStream<TcpStream>>>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    .into_bytes();
+    for origin in origins {
+        request.extend_from_slice(b"Origin: ");
+        request.extend_from_slice(origin);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request).await.unwrap();
+    // Read the answer's head byte by byte, so no WebSocket frame is consumed with it.
+    let mut head = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout_at(deadline, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            other => panic!("no answer to the handshake: {other:?} after {:?}", String::from_utf8_lossy(&head)),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    if status.starts_with("HTTP/1.1 101") {
+        (status, Some(WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(stream), Role::Client, None).await))
+    } else {
+        (status, None)
+    }
+}
+
+#[tokio::test]
+async fn the_pusher_endpoint_refuses_non_ascii_and_conflicting_origins_with_4009() {
+    let server = TestServer::start("", r#"allowed_origins = ["https://app.example.com"]"#).await;
+    let path = format!("/app/{KEY}?protocol=7");
+    let cases: [(&[&[u8]], bool); 6] = [
+        (&[b"https://app.example.com"], true),
+        (&[], true),
+        (&[b"https://app.example.com", b"https://app.example.com"], true),
+        (&[b"https://app.example.com\xff"], false),
+        (&[b"https://\xc3\xa9vil.example"], false),
+        (&[b"https://app.example.com", b"https://evil.example"], false),
+    ];
+    for (origins, allowed) in cases {
+        let (status, ws) = handshake(server.port, &path, origins).await;
+        let ws = ws.unwrap_or_else(|| panic!("{origins:?}: {status}"));
+        let mut client = Client { ws };
+        let first = client.recv().await;
+        if allowed {
+            assert_eq!(first["event"], "pusher:connection_established", "{origins:?}: {first}");
+        } else {
+            assert_eq!(first["event"], "pusher:error", "{origins:?}: {first}");
+            let data = match &first["data"] {
+                Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            assert_eq!(data["code"], 4009, "{origins:?}: {first}");
+            assert_eq!(client.closed_with().await, Some(4009), "{origins:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_plain_endpoint_refuses_non_ascii_and_conflicting_origins_with_403() {
+    let server = TestServer::start("", r#"allowed_origins = ["https://app.example.com"]"#).await;
+    let path = format!("/ws/{KEY}/lobby");
+    let cases: [(&[&[u8]], &str); 5] = [
+        (&[b"https://app.example.com"], "HTTP/1.1 101"),
+        (&[b"https://app.example.com", b"https://app.example.com"], "HTTP/1.1 101"),
+        (&[b"https://app.example.com\xff"], "HTTP/1.1 403"),
+        (&[b"https://\xc3\xa9vil.example"], "HTTP/1.1 403"),
+        (&[b"https://app.example.com", b"https://evil.example"], "HTTP/1.1 403"),
+    ];
+    for (origins, expected) in cases {
+        let (status, _) = handshake(server.port, &path, origins).await;
+        assert!(status.starts_with(expected), "{origins:?}: {status}");
+    }
 }

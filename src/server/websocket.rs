@@ -21,6 +21,7 @@ use tracing::debug;
 use super::limits::{ConnInfo, Permit};
 use super::AppState;
 use crate::connection::{self, Handshake, Limits, PlainHandshake};
+use crate::protocol::origin::origin_allowed;
 use crate::protocol::signature::decode_query;
 use crate::transport::WebSocket;
 
@@ -39,7 +40,9 @@ pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, req
     let protocol =
         request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol")).map(|(_, v)| v);
     let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
-    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    let allowed = state.hub.app_by_key(&key).map_or(&[][..], |app| &app.allowed_origins[..]);
+    // A refused Origin becomes one no allow-list matches, so the connection code refuses it with 4009.
+    let origin = checked_origin(request.headers(), allowed).unwrap_or_else(|()| Some(REFUSED_ORIGIN.to_owned()));
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let endpoint = Endpoint::Pusher(Handshake { app_key: key, protocol, origin });
     accept(state, request, max_message_size, limits, endpoint, None)
@@ -161,6 +164,28 @@ where
     if let Some(conn) = conn {
         tokio::spawn(conn.serve(state.shutdown.clone(), (OpenSocket::new(state), permit)));
     }
+}
+
+/// An `Origin` no allow-list matches: it has no scheme and so no host (see `origin_allowed`), and
+/// only `["*"]`, which checks nothing, lets it through.
+const REFUSED_ORIGIN: &str = "invalid-or-conflicting-origin";
+
+/// The `Origin` to check against `allowed`: `Err` when a value is not visible ASCII (which used to
+/// pass as no Origin at all) or when one of several values is not allowed (all must be); with `*`
+/// in the list nothing is checked.
+pub(super) fn checked_origin(headers: &HeaderMap, allowed: &[String]) -> Result<Option<String>, ()> {
+    if allowed.iter().any(|a| a == "*") {
+        return Ok(None);
+    }
+    let mut first = None;
+    for value in headers.get_all(header::ORIGIN) {
+        let value = value.to_str().map_err(|_| ())?;
+        if !origin_allowed(allowed, Some(value)) {
+            return Err(());
+        }
+        first.get_or_insert_with(|| value.to_owned());
+    }
+    Ok(first)
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
