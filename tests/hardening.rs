@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -387,5 +388,82 @@ async fn the_plain_endpoint_refuses_non_ascii_and_conflicting_origins_with_403()
     for (origins, expected) in cases {
         let (status, _) = handshake(server.port, &path, origins).await;
         assert!(status.starts_with(expected), "{origins:?}: {status}");
+    }
+}
+
+/// A tiny HTTP server: answers every request with `answer` and records each request it read.
+async fn tiny_server(answer: String) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        // Bounded: the test's runtime ends with the test.
+        for _ in 0..1000 {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let answer = answer.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head and the announced body (bounded in time), then answer.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break;
+                        }
+                    }
+                }
+                log.lock().unwrap().push(String::from_utf8_lossy(&buf).to_string());
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn webhooks_do_not_follow_redirects_and_logs_hide_url_credentials() {
+    let (elsewhere, elsewhere_seen) =
+        tiny_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()).await;
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (hook, hook_seen) = tiny_server(redirect).await;
+    let port = unused_port();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n\
+         webhook_batch_ms = 10\n[[apps.webhooks]]\nurl = \"http://hookuser:hunter2-secret@127.0.0.1:{hook}/hooks?token=qs-secret\"\n"
+    );
+    let mut server = TestServer::start_with_config(port, &config, &[("HERALD_LOG", "herald=debug")]).await;
+    let (_c, _) = server.subscriber("orders").await;
+    // The 307 is a failed attempt: it is retried (0.25 s, then 0.5 s), never followed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook_seen.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the webhook was not retried after a 307");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hook_seen.lock().unwrap()[0].contains("channel_occupied"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(elsewhere_seen.lock().unwrap().is_empty(), "the signed body went to the redirect target");
+    let logs = server.output();
+    assert!(logs.contains("webhook"), "the failed attempts are logged: {logs}");
+    for secret in ["hunter2-secret", "hookuser", "qs-secret"] {
+        assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
     }
 }
