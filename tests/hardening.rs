@@ -467,3 +467,47 @@ async fn webhooks_do_not_follow_redirects_and_logs_hide_url_credentials() {
         assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
     }
 }
+
+/// Runs `herald start` with `args` in an empty directory, without the REVERB_* environment; returns
+/// the child once `/up` answers on 127.0.0.1:`port`.
+#[allow(clippy::zombie_processes)] // the caller kills and waits for it
+async fn start_bare(args: &[&str], port: u16) -> (std::process::Child, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("herald-hardening-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.arg("start").args(args).current_dir(&dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET", "REVERB_SERVER_HOST", "REVERB_SERVER_PORT"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/up")).await {
+            if r.status() == 200 {
+                return (child, dir);
+            }
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("herald did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stop(mut child: std::process::Child, dir: std::path::PathBuf) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_embedded_demo_app_listens_on_loopback_unless_told_otherwise() {
+    let port = unused_port();
+    let (child, dir) = start_bare(&["--port", &port.to_string()], port).await;
+    let out = stop(child, dir);
+    assert!(out.contains(&format!("listening on 127.0.0.1:{port}")), "{out}");
+    assert!(out.contains("--host 0.0.0.0"), "the banner says how to listen elsewhere: {out}");
+}

@@ -95,6 +95,10 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, tls: bool) {
             app.id, app.key, app.secret
         );
         warn!("serving the embedded demo app: set REVERB_APP_* or --config for production");
+        if config.demo_loopback {
+            println!("  the demo app's secret is public: 127.0.0.1 only (--host 0.0.0.0 to serve other machines)");
+            warn!("the embedded demo app listens on 127.0.0.1 only: give --host or REVERB_SERVER_HOST to listen elsewhere");
+        }
     }
     println!("  HTTP API: {http}://{addr}{path}/apps/{{id}}/events   health: {http}://{addr}/up");
 }

@@ -32,6 +32,10 @@ pub struct Config {
     /// Set when nothing configured an app and the embedded demo app is served.
     #[serde(skip)]
     pub demo_app: bool,
+    /// Set when the demo app is served and no host was given, so only 127.0.0.1 is listened on: its
+    /// secret is published.
+    #[serde(skip)]
+    pub demo_loopback: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -341,14 +345,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        let mut host_given =
+            overrides.host.is_some() || env("REVERB_SERVER_HOST").is_some_and(|h| !h.trim().is_empty());
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::File(format!("cannot read {}: {e}", path.display())))?;
-                Config::from_toml(&text).map_err(|e| match e {
+                let config = Config::from_toml(&text).map_err(|e| match e {
                     ConfigError::File(msg) => ConfigError::File(format!("{}: {msg}", path.display())),
                     other => other,
-                })?
+                })?;
+                let table: Option<toml::Table> = text.parse().ok();
+                host_given |= table.as_ref().and_then(|t| t.get("server")).and_then(|s| s.get("host")).is_some();
+                config
             }
             None => Config::default(),
         };
@@ -356,6 +365,11 @@ impl Config {
         if config.apps.is_empty() {
             config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
             config.demo_app = true;
+            // Its secret is published: reachable from this machine only, unless a host was asked for.
+            if !host_given {
+                config.server.host = "127.0.0.1".into();
+                config.demo_loopback = true;
+            }
         }
         apply_app_env(&mut config, env)?;
         if let Some(host) = &overrides.host {
@@ -398,13 +412,29 @@ mod tests {
     }
 
     #[test]
-    fn nothing_configured_serves_the_demo_app() {
+    fn nothing_configured_serves_the_demo_app_on_loopback() {
         let c = load(None, &[], Overrides::default()).unwrap();
-        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.server.host, "127.0.0.1");
+        assert!(c.demo_loopback);
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.apps.len(), 1);
         assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("123456", "app-key"));
         assert!(c.uses_default_app());
+    }
+
+    #[test]
+    fn a_host_given_anywhere_is_kept_for_the_demo_app() {
+        let flag = Overrides { host: Some("0.0.0.0".into()), port: None };
+        let c = load(None, &[], flag).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        let c = load(None, &[("REVERB_SERVER_HOST", "0.0.0.0")], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        let c = load(Some("[server]\nhost = \"0.0.0.0\"\n"), &[], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        // A configured app keeps the usual default.
+        let file = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let c = load(Some(file), &[], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
     }
 
     #[test]
