@@ -511,3 +511,56 @@ async fn the_embedded_demo_app_listens_on_loopback_unless_told_otherwise() {
     assert!(out.contains(&format!("listening on 127.0.0.1:{port}")), "{out}");
     assert!(out.contains("--host 0.0.0.0"), "the banner says how to listen elsewhere: {out}");
 }
+
+fn demo_auth_request(host: &str) -> String {
+    let body = "socket_id=1.1&channel_name=presence-demo-chat&user_id=u1";
+    format!(
+        "POST /demo/auth HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn the_debug_demo_answers_only_loopback_hosts() {
+    let port = unused_port();
+    let (child, dir) = start_bare(&["--host", "127.0.0.1", "--port", &port.to_string(), "--debug"], port).await;
+    let mut results = Vec::new();
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "[::1]".into(), "LOCALHOST".into()] {
+        let answer = exchange(port, demo_auth_request(&host).as_bytes(), Duration::from_secs(5)).await;
+        results.push((host, answer.text));
+    }
+    let mut refused = Vec::new();
+    for host in ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "localhost.evil.example:8080"] {
+        let answer = exchange(port, demo_auth_request(host).as_bytes(), Duration::from_secs(5)).await;
+        refused.push((host, answer.text));
+    }
+    // The passwordless --debug dashboard likewise.
+    let dashboard =
+        |host: &str| format!("GET /dashboard/api/apps HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let local_dashboard = exchange(port, dashboard("localhost").as_bytes(), Duration::from_secs(5)).await;
+    let foreign_dashboard = exchange(port, dashboard("evil.example").as_bytes(), Duration::from_secs(5)).await;
+    let no_host = exchange(
+        port,
+        b"POST /demo/auth HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b",
+        Duration::from_secs(5),
+    )
+    .await;
+    let out = stop(child, dir);
+    for (host, text) in results {
+        assert!(text.starts_with("HTTP/1.1 200") && text.contains("\"auth\""), "{host}: {text} {out}");
+    }
+    for (host, text) in refused {
+        assert!(text.starts_with("HTTP/1.1 403"), "{host}: {text}");
+    }
+    assert!(!no_host.text.contains("\"auth\""), "{}", no_host.text);
+    assert!(local_dashboard.text.starts_with("HTTP/1.1 200"), "{}", local_dashboard.text);
+    assert!(foreign_dashboard.text.starts_with("HTTP/1.1 403"), "{}", foreign_dashboard.text);
+}
+
+#[tokio::test]
+async fn a_demo_enabled_in_the_config_answers_any_host() {
+    let server = TestServer::start("demo = true", "").await;
+    let answer = exchange(server.port, demo_auth_request("chat.example.com").as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.text.starts_with("HTTP/1.1 200") && answer.text.contains("\"auth\""), "{}", answer.text);
+}

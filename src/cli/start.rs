@@ -28,6 +28,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), &env, &overrides)?;
     if args.debug {
         // reverb:start --debug shows everything; Herald also opens its dashboard and demo.
+        config.demo_from_debug = !config.server.demo;
         config.server.dashboard = true;
         config.server.demo = true;
     } else if config.server.dashboard && config.server.dashboard_password.is_none() {

@@ -36,6 +36,10 @@ pub struct Config {
     /// secret is published.
     #[serde(skip)]
     pub demo_loopback: bool,
+    /// Set when the demo is on only because of `herald start --debug` (not `[server] demo = true`):
+    /// it then answers only requests whose `Host` is this machine's loopback.
+    #[serde(skip)]
+    pub demo_from_debug: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -70,7 +70,14 @@ impl FromRequestParts<AppState> for Authorized {
             return Err(error(StatusCode::NOT_FOUND, "Not found"));
         }
         let Some(expected) = &state.config.server.dashboard_password else {
-            return Ok(Authorized);
+            // No password: `--debug` only; for this machine's browser, not the network's.
+            if super::demo::loopback_host(parts) {
+                return Ok(Authorized);
+            }
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "Without a dashboard_password the dashboard answers only on localhost",
+            ));
         };
         let ip = parts.extensions.get::<ConnInfo>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
         let now = Instant::now();
