@@ -91,3 +91,13 @@ pub fn published(deliveries: usize, seconds: f64) {
     counter!("herald_deliveries_total").increment(deliveries as u64);
     histogram!("herald_fanout_seconds").record(seconds);
 }
+
+/// A connection closed at accept because it was over a cap (`global` or `per_ip`).
+pub fn connection_refused(reason: &'static str) {
+    counter!("herald_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// A dashboard request refused with 429 after repeated wrong passwords from its address.
+pub fn dashboard_auth_refused() {
+    counter!("herald_dashboard_auth_refused_total").increment(1);
+}

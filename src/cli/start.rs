@@ -30,6 +30,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), &env, &overrides)?;
     if args.debug {
         // reverb:start --debug shows everything; Herald also opens its dashboard and demo.
+        config.demo_from_debug = !config.server.demo;
         config.server.dashboard = true;
         config.server.demo = true;
     } else if config.server.dashboard && config.server.dashboard_password.is_none() {
@@ -132,6 +133,10 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, tls: bool) {
             app.id, app.key, app.secret
         );
         warn!("serving the embedded demo app: set REVERB_APP_* or --config for production");
+        if config.demo_loopback {
+            println!("  the demo app's secret is public: 127.0.0.1 only (--host 0.0.0.0 to serve other machines)");
+            warn!("the embedded demo app listens on 127.0.0.1 only: give --host or REVERB_SERVER_HOST to listen elsewhere");
+        }
     }
     println!("  HTTP API: {http}://{addr}{path}/apps/{{id}}/events   health: {http}://{addr}/up");
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use env::{apply_app_env, apply_env};
-pub use validate::ConfigError;
+pub use validate::{parse_network, ConfigError};
 
 /// The sample printed by `herald config`; also a test fixture (it must parse and validate).
 pub const SAMPLE: &str = include_str!("sample.toml");
@@ -32,6 +32,14 @@ pub struct Config {
     /// Set when nothing configured an app and the embedded demo app is served.
     #[serde(skip)]
     pub demo_app: bool,
+    /// Set when the demo app is served and no host was given, so only 127.0.0.1 is listened on: its
+    /// secret is published.
+    #[serde(skip)]
+    pub demo_loopback: bool,
+    /// Set when the demo is on only because of `herald start --debug` (not `[server] demo = true`):
+    /// it then answers only requests whose `Host` is this machine's loopback.
+    #[serde(skip)]
+    pub demo_from_debug: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +55,13 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Bytes a connection's outbound queue may hold before the client is dropped as a slow consumer.
     pub max_outbound_buffer: usize,
+    /// Most open connections (HTTP and WebSocket) for the whole server; more are closed at accept.
+    pub max_connections: usize,
+    /// Most open connections from one client IP address; more are closed at accept.
+    pub max_connections_per_ip: u32,
+    /// Addresses or networks (`10.0.0.0/8`, `::1`) only `max_connections` applies to: every client
+    /// behind a proxy shares its address. Loopback by default (a same-host proxy, local tools).
+    pub per_ip_limit_exempt: Vec<String>,
     /// The live dashboard at `/dashboard`: on with `--debug`, or when set here. Needs
     /// `dashboard_password` (HTTP Basic, any user name) unless `--debug`.
     pub dashboard: bool,
@@ -69,6 +84,9 @@ impl Default for ServerConfig {
             max_request_size: 100_000,
             handshake_timeout_ms: 10_000,
             max_outbound_buffer: 4 * 1024 * 1024,
+            max_connections: 50_000,
+            max_connections_per_ip: 1000,
+            per_ip_limit_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
             echo_path: None,
             metrics_token: None,
             dashboard: false,
@@ -331,14 +349,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        let mut host_given =
+            overrides.host.is_some() || env("REVERB_SERVER_HOST").is_some_and(|h| !h.trim().is_empty());
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::File(format!("cannot read {}: {e}", path.display())))?;
-                Config::from_toml(&text).map_err(|e| match e {
+                let config = Config::from_toml(&text).map_err(|e| match e {
                     ConfigError::File(msg) => ConfigError::File(format!("{}: {msg}", path.display())),
                     other => other,
-                })?
+                })?;
+                let table: Option<toml::Table> = text.parse().ok();
+                host_given |= table.as_ref().and_then(|t| t.get("server")).and_then(|s| s.get("host")).is_some();
+                config
             }
             None => Config::default(),
         };
@@ -346,6 +369,11 @@ impl Config {
         if config.apps.is_empty() {
             config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
             config.demo_app = true;
+            // Its secret is published: reachable from this machine only, unless a host was asked for.
+            if !host_given {
+                config.server.host = "127.0.0.1".into();
+                config.demo_loopback = true;
+            }
         }
         apply_app_env(&mut config, env)?;
         if let Some(host) = &overrides.host {
@@ -388,13 +416,29 @@ mod tests {
     }
 
     #[test]
-    fn nothing_configured_serves_the_demo_app() {
+    fn nothing_configured_serves_the_demo_app_on_loopback() {
         let c = load(None, &[], Overrides::default()).unwrap();
-        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.server.host, "127.0.0.1");
+        assert!(c.demo_loopback);
         assert_eq!(c.server.port, 8080);
         assert_eq!(c.apps.len(), 1);
         assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("123456", "app-key"));
         assert!(c.uses_default_app());
+    }
+
+    #[test]
+    fn a_host_given_anywhere_is_kept_for_the_demo_app() {
+        let flag = Overrides { host: Some("0.0.0.0".into()), port: None };
+        let c = load(None, &[], flag).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        let c = load(None, &[("REVERB_SERVER_HOST", "0.0.0.0")], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        let c = load(Some("[server]\nhost = \"0.0.0.0\"\n"), &[], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
+        // A configured app keeps the usual default.
+        let file = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let c = load(Some(file), &[], Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.demo_loopback), ("0.0.0.0", false));
     }
 
     #[test]
@@ -491,6 +535,12 @@ mod tests {
         assert!(err(Some("[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\nping_interval = 0\n"), &[])
             .contains("ping_interval"));
         assert!(err(Some("[server]\npath = \"nope\"\n"), &[]).contains("path"));
+        assert!(err(Some("[server]\nmax_connections_per_ip = 0\n"), &[]).contains("max_connections_per_ip"));
+        assert!(err(Some("[server]\nmax_connections = 0\n"), &[]).contains("max_connections"));
+        for bad in ["10.0.0.0/33", "::1/129", "localhost", "10.0.0/8"] {
+            let file = format!("[server]\nper_ip_limit_exempt = [{bad:?}]\n");
+            assert!(err(Some(&file), &[]).contains("per_ip_limit_exempt"), "{bad}");
+        }
         let file_app = "[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n";
         assert!(err(Some(file_app), &[("REVERB_APP_ID", "2"), ("REVERB_APP_KEY", "x"), ("REVERB_APP_SECRET", "y")])
             .contains("REVERB_APP_"));

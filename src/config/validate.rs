@@ -5,7 +5,26 @@ use std::collections::HashSet;
 /// The largest `max_message_size` an app may set: a message is held whole before it is handled.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 << 20;
 
+/// The shortest `dashboard_password` accepted: it guards triggering events on every channel.
+pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 16;
+
 use super::Config;
+
+/// An IP address (`10.1.2.3`, `::1`) or network (`10.0.0.0/8`, `fd00::/8`) as (address, prefix length).
+pub fn parse_network(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let text = text.trim();
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max)?,
+        None => max,
+    };
+    Some((addr, prefix))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -39,6 +58,24 @@ impl Config {
         }
         if self.server.max_outbound_buffer < 1024 {
             return invalid("server.max_outbound_buffer must be at least 1024 bytes".into());
+        }
+        if let Some(password) = &self.server.dashboard_password {
+            if password.chars().count() < MIN_DASHBOARD_PASSWORD_CHARS {
+                return invalid(format!(
+                    "server.dashboard_password must be at least {MIN_DASHBOARD_PASSWORD_CHARS} characters long"
+                ));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections must be at least 1".into());
+        }
+        if self.server.max_connections_per_ip == 0 {
+            return invalid("server.max_connections_per_ip must be at least 1".into());
+        }
+        if let Some(bad) = self.server.per_ip_limit_exempt.iter().find(|n| parse_network(n).is_none()) {
+            return invalid(format!(
+                "server.per_ip_limit_exempt: {bad:?} is not an IP address or network (e.g. \"10.0.0.0/8\", \"::1\")"
+            ));
         }
         if self.scaling.enabled {
             let urls = self.scaling.urls();

@@ -121,6 +121,29 @@ pub fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)])
     format!("{}\n{}\n{}", method.to_uppercase(), path, query.join("&"))
 }
 
+/// The checks of an HTTP API request that need no body and no secret: the auth parameters are all
+/// there, the key is the app's, the version 1.0 and the timestamp fresh. Run before a body is read,
+/// so that a request that cannot be valid costs no body buffer.
+pub fn check_api_params(app_key: &str, params: &[(String, String)], now_secs: i64) -> Result<(), ApiAuthError> {
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let key = get("auth_key").ok_or(ApiAuthError::Missing("auth_key"))?;
+    let timestamp = get("auth_timestamp").ok_or(ApiAuthError::Missing("auth_timestamp"))?;
+    let version = get("auth_version").ok_or(ApiAuthError::Missing("auth_version"))?;
+    get("auth_signature").ok_or(ApiAuthError::Missing("auth_signature"))?;
+    if !bool::from(key.as_bytes().ct_eq(app_key.as_bytes())) {
+        return Err(ApiAuthError::WrongKey);
+    }
+    if version != "1.0" {
+        return Err(ApiAuthError::WrongVersion);
+    }
+    let timestamp: i64 = timestamp.trim().parse().map_err(|_| ApiAuthError::BadTimestamp)?;
+    // `abs_diff`: a subtraction would overflow for extreme values (and wrap to a "fresh" skew).
+    if now_secs.abs_diff(timestamp) > MAX_TIMESTAMP_SKEW_SECS.unsigned_abs() {
+        return Err(ApiAuthError::Expired);
+    }
+    Ok(())
+}
+
 /// Verifies an HTTP API request against the app's key and secret at time `now_secs`.
 pub fn verify_api_request(
     app_key: &str,
@@ -129,23 +152,9 @@ pub fn verify_api_request(
     now_secs: i64,
 ) -> Result<(), ApiAuthError> {
     let params = decode_query(req.query);
+    check_api_params(app_key, &params, now_secs)?;
     let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-
-    let key = get("auth_key").ok_or(ApiAuthError::Missing("auth_key"))?;
-    let timestamp = get("auth_timestamp").ok_or(ApiAuthError::Missing("auth_timestamp"))?;
-    let version = get("auth_version").ok_or(ApiAuthError::Missing("auth_version"))?;
     let signature = get("auth_signature").ok_or(ApiAuthError::Missing("auth_signature"))?;
-
-    if !bool::from(key.as_bytes().ct_eq(app_key.as_bytes())) {
-        return Err(ApiAuthError::WrongKey);
-    }
-    if version != "1.0" {
-        return Err(ApiAuthError::WrongVersion);
-    }
-    let timestamp: i64 = timestamp.trim().parse().map_err(|_| ApiAuthError::BadTimestamp)?;
-    if (now_secs - timestamp).abs() > MAX_TIMESTAMP_SKEW_SECS {
-        return Err(ApiAuthError::Expired);
-    }
     match get("body_md5") {
         Some(given) if !given.eq_ignore_ascii_case(&md5_hex(req.body)) => return Err(ApiAuthError::BodyMd5Mismatch),
         None if !req.body.is_empty() => return Err(ApiAuthError::BodyMd5Missing),
@@ -285,6 +294,20 @@ mod tests {
         let v2 = query.replace("auth_version=1.0", "auth_version=2.0");
         let req = ApiRequest { query: &v2, ..ok };
         assert_eq!(verify_api_request(KEY, SECRET, &req, TS), Err(ApiAuthError::WrongVersion));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_expired_not_overflowed() {
+        let now = TS;
+        // `now - ts` would overflow for these (and wrap to a "fresh" skew for `now + i64::MIN`).
+        for ts in [i64::MIN, i64::MIN + 1, now.wrapping_add(i64::MIN), -now, i64::MAX, i64::MAX - 1] {
+            let q = sign_api_request(KEY, SECRET, "GET", "/apps/3/channels", b"", &[], ts);
+            let req = ApiRequest { method: "GET", path: "/apps/3/channels", query: &q, body: b"" };
+            assert_eq!(verify_api_request(KEY, SECRET, &req, now), Err(ApiAuthError::Expired), "ts {ts}");
+            let q = sign_api_request(KEY, SECRET, "GET", "/apps/3/channels", b"", &[], now);
+            let req = ApiRequest { query: &q, ..req };
+            assert_eq!(verify_api_request(KEY, SECRET, &req, ts), Err(ApiAuthError::Expired), "now {ts}");
+        }
     }
 
     #[test]

@@ -3,8 +3,15 @@
 //!
 //! Served only when `[server] dashboard` is on (404 otherwise). With a `dashboard_password`, every
 //! route (page, assets, API) needs HTTP Basic auth with that password (any user name), compared in
-//! constant time. The page is plain HTML, CSS and JavaScript embedded in the binary; it polls the
+//! constant time; after 5 wrong passwords an address waits (429, `Retry-After`) before it may try
+//! again, for a time doubling from 1 s to 5 min (see [`AuthBackoff`]). The page is plain HTML,
+//! CSS and JavaScript embedded in the binary; it polls the
 //! JSON endpoints under `/dashboard/api/`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Query, State};
@@ -18,6 +25,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::limits::ConnInfo;
 use super::AppState;
 use crate::protocol::channel::validate_event_name;
 use crate::protocol::{Channel, ChannelKind};
@@ -61,16 +69,120 @@ impl FromRequestParts<AppState> for Authorized {
         if !state.config.server.dashboard {
             return Err(error(StatusCode::NOT_FOUND, "Not found"));
         }
-        match &state.config.server.dashboard_password {
-            None => Ok(Authorized),
-            Some(expected) if basic_password_matches(&parts.headers, expected) => Ok(Authorized),
-            Some(_) => {
-                let mut response = error(StatusCode::UNAUTHORIZED, "The dashboard needs a password (HTTP Basic auth)");
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="Herald""#));
-                Err(response)
+        let Some(expected) = &state.config.server.dashboard_password else {
+            // No password: `--debug` only; for this machine's browser, not the network's.
+            if super::demo::loopback_host(parts) {
+                return Ok(Authorized);
             }
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "Without a dashboard_password the dashboard answers only on localhost",
+            ));
+        };
+        let ip = parts.extensions.get::<ConnInfo>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
+        let now = Instant::now();
+        // A blocked address is not even compared: guessing gets no answer until the wait is over.
+        if let Some(wait) = state.dashboard_backoff.blocked(ip, now) {
+            return Err(too_many_attempts(wait));
+        }
+        if basic_password_matches(&parts.headers, expected) {
+            state.dashboard_backoff.succeeded(ip);
+            return Ok(Authorized);
+        }
+        // A request without credentials (a browser's first) is not a guess.
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(wait) = state.dashboard_backoff.failed(ip, now) {
+                return Err(too_many_attempts(wait));
+            }
+        }
+        let mut response = error(StatusCode::UNAUTHORIZED, "The dashboard needs a password (HTTP Basic auth)");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="Herald""#));
+        Err(response)
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up), counted.
+fn too_many_attempts(wait: Duration) -> Response {
+    crate::metrics::dashboard_auth_refused();
+    let seconds = wait.as_millis().div_ceil(1000).max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Too many wrong dashboard passwords from this address: retry in {seconds} s"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Wrong passwords an address may send before it has to wait.
+const FREE_FAILURES: u32 = 5;
+/// The first wait; it doubles with each further failure, up to [`MAX_BLOCK`].
+const FIRST_BLOCK: Duration = Duration::from_secs(1);
+const MAX_BLOCK: Duration = Duration::from_secs(300);
+/// An address with no failure for this long starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Most addresses remembered; past it the stalest are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed dashboard logins per client address: after [`FREE_FAILURES`] wrong passwords, every
+/// further one blocks the address for a time doubling from 1 s to 5 min, during which its requests
+/// get 429 without their password being compared. Memory is bounded by [`MAX_TRACKED`] entries.
+#[derive(Default)]
+pub struct AuthBackoff {
+    entries: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl AuthBackoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long `ip` must still wait, if it is blocked.
+    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let entries = self.lock();
+        let until = entries.get(&ip)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records a wrong password; returns the wait when the address is now blocked.
+    fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_TRACKED && !entries.contains_key(&ip) {
+            forget_stale(&mut entries, now);
+        }
+        let entry = entries.entry(ip).or_insert(Failures { count: 0, last: now, blocked_until: None });
+        if now.duration_since(entry.last) > FORGET_AFTER {
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        let over = entry.count.checked_sub(FREE_FAILURES + 1)?;
+        let wait = FIRST_BLOCK.saturating_mul(1u32 << over.min(16)).min(MAX_BLOCK);
+        entry.blocked_until = Some(now + wait);
+        Some(wait)
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        let mut entries = self.lock();
+        if !entries.is_empty() {
+            entries.remove(&ip);
+        }
+    }
+}
+
+/// Makes room: drops the entries neither blocked nor recent; if none is, the least recent one.
+fn forget_stale(entries: &mut HashMap<IpAddr, Failures>, now: Instant) {
+    entries.retain(|_, f| now.duration_since(f.last) <= FORGET_AFTER || f.blocked_until.is_some_and(|u| u > now));
+    if entries.len() >= MAX_TRACKED {
+        if let Some(oldest) = entries.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip) {
+            entries.remove(&oldest);
         }
     }
 }
@@ -336,6 +448,35 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    #[test]
+    fn backoff_blocks_after_five_failures_doubling_to_a_cap_and_forgets() {
+        let backoff = AuthBackoff::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(backoff.failed(ip, t), None);
+        }
+        assert_eq!(backoff.blocked(ip, t), None);
+        assert_eq!(backoff.failed(ip, t), Some(Duration::from_secs(1)));
+        assert_eq!(backoff.blocked(ip, t + Duration::from_millis(500)), Some(Duration::from_millis(500)));
+        assert_eq!(backoff.blocked(ip, t + Duration::from_secs(1)), None);
+        assert_eq!(backoff.failed(ip, t), Some(Duration::from_secs(2)));
+        for _ in 0..40 {
+            backoff.failed(ip, t);
+        }
+        assert_eq!(backoff.failed(ip, t), Some(MAX_BLOCK));
+        // Another address is not affected; a success forgets the address.
+        assert_eq!(backoff.blocked("10.0.0.2".parse().unwrap(), t), None);
+        backoff.succeeded(ip);
+        assert_eq!(backoff.blocked(ip, t), None);
+        // Bounded: many addresses never grow the map past its cap.
+        let later = t + FORGET_AFTER + MAX_BLOCK + Duration::from_secs(1);
+        for i in 0..(MAX_TRACKED as u32 + 50) {
+            backoff.failed(IpAddr::V4(Ipv4Addr::from(i)), if i < 100 { t } else { later });
+        }
+        assert!(backoff.lock().len() <= MAX_TRACKED);
     }
 
     #[test]

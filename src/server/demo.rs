@@ -4,7 +4,8 @@
 //!
 //! Served only when `[server] demo` is on (404 otherwise). The auth endpoint signs a presence
 //! subscription of that one channel, with the first app's secret, for whatever user the page says
-//! it is: a development convenience, never something to expose in production.
+//! it is: a development convenience, never something to expose in production. When it is on only
+//! because of `--debug`, it answers only requests addressed to localhost, 127.0.0.1 or [::1].
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequestParts, State};
@@ -50,12 +51,32 @@ struct DemoApp(AppConfig);
 impl FromRequestParts<AppState> for DemoApp {
     type Rejection = Response;
 
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match state.config.apps.first() {
+            Some(_) if state.config.demo_from_debug && !loopback_host(parts) => Err(error(
+                StatusCode::FORBIDDEN,
+                "With --debug the demo answers only on localhost; set [server] demo = true to serve it to other hosts",
+            )),
             Some(app) if state.config.server.demo => Ok(DemoApp(app.clone())),
             _ => Err(error(StatusCode::NOT_FOUND, "Not found")),
         }
     }
+}
+
+/// Whether the request's `Host` is `localhost`, `127.0.0.1` or `[::1]` (any port). A page of
+/// another site that rebinds its name to 127.0.0.1 still sends its own name, so it is refused; so
+/// is anyone reaching a `--debug` server on another address.
+pub(super) fn loopback_host(parts: &Parts) -> bool {
+    let Some(host) = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]"
 }
 
 /// The page, with the app key and the WebSocket path prefix injected as JSON.

@@ -1,7 +1,8 @@
 //! Pusher's signed HTTP API (docs/protocol.md §7): publish events, query channels.
 //!
-//! Every request is checked in the same order: the app exists (404), the body fits (413), the
-//! signature is valid (401), the input makes sense (400). Errors are JSON `{"error": "..."}`; success
+//! Every request is checked in the same order: the app exists (404), the body fits (413), the auth
+//! parameters are there and fresh (401, before the body is read), the body arrives in time (408),
+//! the signature is valid (401), the input makes sense (400). Errors are JSON `{"error": "..."}`; success
 //! is exactly 200, which the PHP SDK (and so Laravel) requires. A question about the cluster that
 //! cannot be answered (Redis away) is a 503, never a 200 with partial data.
 
@@ -10,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use super::AppState;
 use crate::apps::App;
 use crate::cluster::ClusterError;
 use crate::protocol::channel::validate_event_name;
-use crate::protocol::signature::{decode_query, verify_api_request, ApiRequest};
+use crate::protocol::signature::{check_api_params, decode_query, verify_api_request, ApiAuthError, ApiRequest};
 use crate::protocol::{Channel, ChannelKind, ChannelName, SocketId};
 
 /// Most channels one `events` request may name (Pusher's limit).
@@ -29,25 +30,44 @@ pub const MAX_CHANNELS_PER_EVENT: usize = 100;
 /// Most events in one `batch_events` request (Pusher's limit).
 pub const MAX_BATCH_EVENTS: usize = 10;
 
-/// An HTTP API failure: a status and a message, sent as JSON.
+/// An HTTP API failure: a status and a message, sent as JSON; `close` also ends the connection.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    close: bool,
+}
 
 impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), close: false }
+    }
+
     fn bad_request(message: impl Into<String>) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, message.into())
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A refusal sent before the body was read (or while it was still arriving): the connection is
+    /// closed rather than kept alive, so the rest of the body is never read, nor taken for the
+    /// next request.
+    fn closing(self) -> Self {
+        ApiError { close: true, ..self }
     }
 }
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("Cluster state is unavailable, try again: {e}"))
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("Cluster state is unavailable, try again: {e}"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -71,32 +91,53 @@ impl Authorized {
     }
 }
 
+/// Checks a request in this order: the app exists (404), the announced body fits (413), the query
+/// carries fresh auth parameters for this app (401), all before a byte of the body is read; then the
+/// body arrives within `handshake_timeout_ms` (408) and fits (413), and the signature is valid (401).
+/// An unsigned request so holds no body buffer, and a signed-looking one holds at most
+/// `max_request_size` bytes for at most the deadline.
 async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<Authorized, ApiError> {
     let app = state
         .hub
         .app_by_id(app_id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Unknown app id {app_id}")))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Unknown app id {app_id}")).closing())?;
     let (parts, body) = request.into_parts();
     let limit = state.config.server.max_request_size;
-    let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body is larger than {limit} bytes"));
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body is larger than {limit} bytes"));
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return Err(too_large());
+        return Err(too_large().closing());
     }
-    let body = to_bytes(Body::new(body), limit).await.map_err(|_| too_large())?;
     let query = parts.uri.query().unwrap_or("");
+    let params = decode_query(query);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let unauthorized = |e: ApiAuthError| ApiError::new(StatusCode::UNAUTHORIZED, format!("Authentication failed: {e}"));
+    check_api_params(&app.key, &params, now).map_err(|e| unauthorized(e).closing())?;
+    let announces_body = declared.is_some_and(|len| len > 0)
+        || (declared.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING));
+    if announces_body && !params.iter().any(|(k, _)| k == "body_md5") {
+        return Err(unauthorized(ApiAuthError::BodyMd5Missing).closing());
+    }
+    let deadline = std::time::Duration::from_millis(state.config.server.handshake_timeout_ms);
+    let body = match tokio::time::timeout(deadline, to_bytes(Body::new(body), limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(too_large().closing()),
+        Err(_) => {
+            let message = format!("The request body did not arrive within {} ms", deadline.as_millis());
+            return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, message).closing());
+        }
+    };
     // Nested routers see the path without the deployment prefix: exactly what the SDKs sign.
     let request = ApiRequest { method: parts.method.as_str(), path: parts.uri.path(), query, body: &body };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    verify_api_request(&app.key, &app.secret, &request, now)
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("Authentication failed: {e}")))?;
+    verify_api_request(&app.key, &app.secret, &request, now).map_err(unauthorized)?;
     // After the signature: only the app's own (signed) requests count, so forged floods, which cost
     // one HMAC each, cannot use up the app's budget and block its broadcasts.
     if !state.api_limits.allow(&app) {
-        return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests for app {}", app.id)));
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests for app {}", app.id)));
     }
-    Ok(Authorized { query: decode_query(query), app, body })
+    Ok(Authorized { query: params, app, body })
 }
 
 /// One event to publish, as the SDKs send it.
@@ -129,7 +170,7 @@ fn validate_event(app: &App, e: EventRequest) -> Result<ValidEvent, ApiError> {
         None => return Err(ApiError::bad_request("Missing data")),
     };
     if data.len() > app.max_message_size {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Event data is larger than {} bytes", app.max_message_size),
         ));

@@ -8,6 +8,7 @@ mod api_limits;
 mod dashboard;
 mod demo;
 mod http_api;
+mod limits;
 mod plain;
 mod routes;
 mod tls;
@@ -20,13 +21,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::hub::Hub;
+use limits::{ConnInfo, ConnectionLimits};
 
 /// Pending connections the kernel may hold (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub open_sockets: Arc<AtomicUsize>,
     /// Each app's HTTP API request budget (`api_rate_limit`).
     pub api_limits: Arc<api_limits::ApiLimits>,
+    /// Wrong dashboard passwords per client address (see `dashboard::AuthBackoff`).
+    pub dashboard_backoff: Arc<dashboard::AuthBackoff>,
 }
 
 /// A bound server, ready to run.
@@ -81,6 +84,7 @@ impl Server {
             shutdown,
             open_sockets: Arc::new(AtomicUsize::new(0)),
             api_limits,
+            dashboard_backoff: Arc::default(),
         };
         Ok(Server { listener, state, tls })
     }
@@ -99,6 +103,7 @@ impl Server {
         let Server { listener, state, tls } = self;
         let router = routes::router(state.clone());
         let header_timeout = Duration::from_millis(state.config.server.handshake_timeout_ms);
+        let limits = ConnectionLimits::new(&state.config.server);
         loop {
             let (stream, peer) = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
@@ -112,6 +117,17 @@ impl Server {
                     }
                 },
             };
+            // Over a cap: closed before any TLS or HTTP work is done for it.
+            let permit = match limits.admit(peer.ip()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    crate::metrics::connection_refused(refusal.label());
+                    debug!(%peer, reason = refusal.label(), "connection refused: over the connection cap");
+                    drop(stream);
+                    continue;
+                }
+            };
+            let info = ConnInfo { peer, permit: Arc::new(permit) };
             let _ = stream.set_nodelay(true);
             // Half-open connections (a peer that vanished without a FIN) are also caught by the
             // ping/pong timeout; keepalive lets the kernel find them when nothing is being sent.
@@ -121,13 +137,13 @@ impl Server {
             let shutdown = state.shutdown.clone();
             match tls.clone() {
                 None => {
-                    tokio::spawn(serve_http(stream, router, header_timeout, shutdown, peer));
+                    tokio::spawn(serve_http(stream, router, header_timeout, shutdown, info));
                 }
                 Some(acceptor) => {
                     tokio::spawn(async move {
                         // The TLS handshake shares the request-head deadline.
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => serve_http(stream, router, header_timeout, shutdown, peer).await,
+                            Ok(Ok(stream)) => serve_http(stream, router, header_timeout, shutdown, info).await,
                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
@@ -167,11 +183,16 @@ async fn serve_http<S>(
     router: axum::Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
-    peer: SocketAddr,
+    info: ConnInfo,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let peer = info.peer;
+    // Every request carries the connection's peer address and permit (see `limits`).
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(info.clone());
+        tower_service::Service::call(&mut router.clone(), request)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();

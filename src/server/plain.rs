@@ -17,10 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::websocket::{accept, Endpoint};
+use super::websocket::{accept, checked_origin, Endpoint};
 use super::AppState;
 use crate::connection::Limits;
-use crate::protocol::origin::origin_allowed;
 use crate::protocol::plain::room_channel;
 use crate::protocol::signature::decode_query;
 use crate::protocol::token::{self, TokenError};
@@ -79,8 +78,8 @@ pub async fn upgrade(
         Ok(channel) => channel,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    if !origin_allowed(&app.allowed_origins, origin) {
+    // Every Origin value must be visible ASCII and allowed.
+    if checked_origin(request.headers(), &app.allowed_origins).is_err() {
         return refuse(StatusCode::FORBIDDEN, "Origin not allowed");
     }
     let token = match handshake_token(request.headers(), request.uri().query(), app.plain_query_token) {

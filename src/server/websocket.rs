@@ -4,6 +4,8 @@
 //! `Sec-WebSocket-Version: 13` for a wrong version) instead of a hang. After the 101, the raw TCP
 //! stream is taken back from hyper and handed to the connection task.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,8 +18,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
+use super::limits::{ConnInfo, Permit};
 use super::AppState;
 use crate::connection::{self, Limits};
+use crate::protocol::origin::origin_allowed;
 use crate::protocol::signature::decode_query;
 use crate::session::{PlainHandshake, PusherHandshake};
 use crate::transport::WebSocket;
@@ -36,8 +40,11 @@ pub(super) enum Endpoint {
 pub async fn upgrade(State(state): State<AppState>, Path(key): Path<String>, request: Request) -> Response {
     let protocol =
         request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol")).map(|(_, v)| v);
-    let max_message_size = state.hub.app_by_key(&key).map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
-    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
+    let app = state.hub.app_by_key(&key);
+    let max_message_size = app.as_ref().map_or(UNKNOWN_APP_MESSAGE_LIMIT, |app| app.max_message_size);
+    let allowed = app.as_ref().map_or(&[][..], |app| &app.allowed_origins[..]);
+    // A refused Origin becomes one no allow-list matches, so the connection code refuses it with 4009.
+    let origin = checked_origin(request.headers(), allowed).unwrap_or_else(|()| Some(REFUSED_ORIGIN.to_owned()));
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let endpoint = Endpoint::Pusher(PusherHandshake { app_key: key, protocol, origin });
     accept(state, request, max_message_size, limits, endpoint, None)
@@ -77,6 +84,8 @@ pub(super) fn accept(
         return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The connection's permit (see `limits`) stays with the socket for its whole life.
+    let permit = request.extensions_mut().remove::<ConnInfo>().map(|info| info.permit);
 
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -88,7 +97,7 @@ pub(super) fn accept(
         };
         // Counted from the upgrade, so that a shutdown also waits for sockets still being checked.
         let _open = OpenSocket::new(&state);
-        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint).await;
+        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint, permit).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -114,6 +123,7 @@ async fn serve_upgraded(
     max_message_size: usize,
     limits: Limits,
     endpoint: Endpoint,
+    permit: Option<Arc<Permit>>,
 ) {
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
@@ -122,7 +132,7 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            return run(ws, &state, limits, endpoint).await;
+            return run(ws, &state, limits, endpoint, permit).await;
         }
         Err(upgraded) => upgraded,
     };
@@ -131,11 +141,11 @@ async fn serve_upgraded(
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
             let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
             drop(ahead);
-            run(ws, &state, limits, endpoint).await
+            run(ws, &state, limits, endpoint, permit).await
         }
         Err(upgraded) => {
             let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
-            run(ws, &state, limits, endpoint).await
+            run(ws, &state, limits, endpoint, permit).await
         }
     }
 }
@@ -143,29 +153,52 @@ async fn serve_upgraded(
 /// Runs the endpoint's checks in the upgrade task, then serves an accepted connection in a task of
 /// its own: the upgrade's state (hyper's handshake, this function's locals) is freed, and the
 /// long-lived task holds only the connection.
-async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint)
+async fn run<S>(ws: WebSocket<S>, state: &AppState, limits: Limits, endpoint: Endpoint, permit: Option<Arc<Permit>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hub = state.hub.clone();
     // Each session kind gets a task of its own type: no connection's task is sized for another's.
+    let hold = (OpenSocket::new(state), permit);
     match endpoint {
         Endpoint::Pusher(handshake) => {
             if let Some(conn) = connection::open_pusher(ws, hub, handshake, limits).await {
-                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+                tokio::spawn(conn.serve(state.shutdown.clone(), hold));
             }
         }
         Endpoint::Echo => {
             if let Some(conn) = connection::open_echo(ws, hub, limits).await {
-                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+                tokio::spawn(conn.serve(state.shutdown.clone(), hold));
             }
         }
         Endpoint::Plain(handshake) => {
             if let Some(conn) = connection::open_plain(ws, hub, handshake, limits).await {
-                tokio::spawn(conn.serve(state.shutdown.clone(), OpenSocket::new(state)));
+                tokio::spawn(conn.serve(state.shutdown.clone(), hold));
             }
         }
     }
+}
+
+/// An `Origin` no allow-list matches: it has no scheme and so no host (see `origin_allowed`), and
+/// only `["*"]`, which checks nothing, lets it through.
+const REFUSED_ORIGIN: &str = "invalid-or-conflicting-origin";
+
+/// The `Origin` to check against `allowed`: `Err` when a value is not visible ASCII (which used to
+/// pass as no Origin at all) or when one of several values is not allowed (all must be); with `*`
+/// in the list nothing is checked.
+pub(super) fn checked_origin(headers: &HeaderMap, allowed: &[String]) -> Result<Option<String>, ()> {
+    if allowed.iter().any(|a| a == "*") {
+        return Ok(None);
+    }
+    let mut first = None;
+    for value in headers.get_all(header::ORIGIN) {
+        let value = value.to_str().map_err(|_| ())?;
+        if !origin_allowed(allowed, Some(value)) {
+            return Err(());
+        }
+        first.get_or_insert_with(|| value.to_owned());
+    }
+    Ok(first)
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {

@@ -113,7 +113,8 @@ fn send(app: &AppConfig, senders: &[mpsc::Sender<String>], events: Vec<WebhookEv
             let body = json!({ "time_ms": time_ms, "events": list }).to_string();
             if tx.try_send(body).is_err() {
                 stats.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                tracing::warn!(app_id = %app.id, url = %hook.url, "webhook sender queue full: batch dropped");
+                let url = sender::redact_url(&hook.url);
+                tracing::warn!(app_id = %app.id, %url, "webhook sender queue full: batch dropped");
             }
         }
     }

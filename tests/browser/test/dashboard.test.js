@@ -157,7 +157,7 @@ describe('dashboard with a password (no --debug)', () => {
     herald = await startHerald({
       debug: false,
       name: 'dashboard-password',
-      server: { dashboard: true, dashboard_password: 's3cret pass' },
+      server: { dashboard: true, dashboard_password: 's3cret pass phrase 42' },
     });
   });
 
@@ -174,7 +174,7 @@ describe('dashboard with a password (no --debug)', () => {
       assert.equal(anonymous.headers.get('www-authenticate'), 'Basic realm="Herald"');
       const wrong = await fetchBounded(`${herald.url}${route}`, { headers: { Authorization: basic('admin', 'nope') } });
       assert.equal(wrong.status, 401, route);
-      const right = await fetchBounded(`${herald.url}${route}`, { headers: { Authorization: basic('anyone', 's3cret pass') } });
+      const right = await fetchBounded(`${herald.url}${route}`, { headers: { Authorization: basic('anyone', 's3cret pass phrase 42') } });
       assert.equal(right.status, 200, route);
     }
     const trigger = await fetchBounded(`${herald.url}/dashboard/api/trigger`, {
@@ -187,7 +187,7 @@ describe('dashboard with a password (no --debug)', () => {
     assert.equal((await fetchBounded(`${herald.url}/demo`)).status, 404);
 
     browser = await launchBrowser();
-    const context = await newContext(browser, { httpCredentials: { username: 'admin', password: 's3cret pass' } });
+    const context = await newContext(browser, { httpCredentials: { username: 'admin', password: 's3cret pass phrase 42' } });
     const page = await context.newPage();
     const response = await page.goto(`${herald.url}/dashboard`);
     assert.equal(response.status(), 200);
