@@ -206,6 +206,18 @@ async fn client_events_reach_the_others_only_where_allowed() {
 }
 
 #[tokio::test]
+async fn client_events_on_encrypted_channels_are_refused_with_4301() {
+    let server = TestServer::start("", "").await;
+    let (mut a, a_id) = server.connect().await;
+    let (mut b, b_id) = server.connect().await;
+    subscribe_private(&mut a, &a_id, "private-encrypted-vault").await;
+    subscribe_private(&mut b, &b_id, "private-encrypted-vault").await;
+    a.send(r#"{"event":"client-leak","channel":"private-encrypted-vault","data":{"secret":"plain text"}}"#).await;
+    assert_eq!(data_of(&next_event(&mut a, "pusher:error").await)["code"], 4301);
+    b.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn client_events_are_refused_when_the_app_disables_them() {
     let server = TestServer::start_with_app("enable_client_messages = false").await;
     let (mut a, a_id) = server.connect().await;
@@ -283,6 +295,15 @@ async fn signin_then_events_to_the_user_and_terminate_connections() {
     assert_eq!(tab2.closed_with().await, Some(4009));
     other.send(r#"{"event":"pusher:ping"}"#).await;
     assert_eq!(other.recv().await["event"], "pusher:pong", "other users stay connected");
+
+    // The Python SDK's path has no /apps/{id}: the signing key names the app, and a bad key is 404.
+    let (status, _) = server.api("POST", "/users/7/terminate_connections", "{}", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(other.closed_with().await, Some(4009));
+    let (status, _) = server.api_as("no-such-key", SECRET, "POST", "/users/7/terminate_connections", "{}", &[]).await;
+    assert_eq!(status, 404);
+    let (status, _) = server.api_as(KEY, "wrong-secret", "POST", "/users/7/terminate_connections", "{}", &[]).await;
+    assert_eq!(status, 401, "the same signature check");
 }
 
 #[tokio::test]

@@ -102,6 +102,19 @@ async fn join(c: &mut Client, socket_id: &str, channel: &str, user_id: &str) -> 
     data_of(&reply)["presence"].clone()
 }
 
+/// Polls `/up` on `server` until it reports `want` ("OK" or "DEGRADED"), within `secs`.
+async fn health_becomes(server: &TestServer, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, health) = server.raw_api("GET", "/up", "").await;
+        if health["health"] == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/up never said {want}: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls an API query on `server` until `check` holds (state in Redis is shared, not instant).
 async fn eventually(server: &TestServer, path: &str, extra: &[(&str, &str)], check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -248,29 +261,13 @@ async fn nodes_survive_a_redis_restart_and_resume_cross_node_delivery() {
 
     redis.stop();
     // Local traffic keeps flowing, and health says degraded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, health) = a.raw_api("GET", "/up", "").await;
-        if health["health"] == "DEGRADED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/up never reported the outage: {health}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_becomes(&a, "DEGRADED", 10).await;
     assert_eq!(a.trigger("news", "e", "during").await, 200);
     assert_eq!(on_a.recv().await["data"], "during");
 
     let _redis = Redis::start(port, &[]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, health) = a.raw_api("GET", "/up", "").await;
-        let (_, health_b) = b.raw_api("GET", "/up", "").await;
-        if health["health"] == "OK" && health_b["health"] == "OK" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nodes never reconnected: {health} {health_b}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_becomes(&a, "OK", 15).await;
+    health_becomes(&b, "OK", 15).await;
     assert_eq!(a.trigger("news", "e", "after").await, 200);
     // B may or may not have seen "during" (it was down); it must see "after".
     loop {
@@ -350,28 +347,12 @@ async fn a_stalled_redis_is_noticed_and_clients_are_answered_within_their_deadli
     assert!(presence["ids"].as_array().is_some_and(|ids| ids.contains(&json!("2"))), "{presence}");
     assert!(started.elapsed() < Duration::from_secs(10), "answered within the deadlines: {:?}", started.elapsed());
     // The node says it is degraded, and cluster questions are refused rather than guessed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, health) = a.raw_api("GET", "/up", "").await;
-        if health["health"] == "DEGRADED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/up never reported the stalled Redis: {health}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_becomes(&a, "DEGRADED", 10).await;
     let (status, _) = a.api("GET", &format!("/apps/{APP_ID}/channels/presence-room/users"), "", &[]).await;
     assert_eq!(status, 503);
 
     redis.signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, health) = a.raw_api("GET", "/up", "").await;
-        if health["health"] == "OK" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the node never recovered: {health}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    health_becomes(&a, "OK", 15).await;
     // Both members are in Redis again (the newcomer's join was written when Redis came back).
     eventually(&a, &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], |v| {
         v == &json!({"users": [{"id": "1"}, {"id": "2"}]})

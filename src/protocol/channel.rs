@@ -28,9 +28,10 @@ impl ChannelKind {
         matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
     }
 
-    /// Whether clients may send `client-*` events to it.
+    /// Whether clients may send `client-*` events to it. Not on `private-encrypted-` channels, as
+    /// on Pusher: the payload would travel in plain text on a channel whose point is that it does not.
     pub fn accepts_client_events(self) -> bool {
-        matches!(self, ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence)
+        matches!(self, ChannelKind::Private | ChannelKind::Presence)
     }
 
     /// Whether its subscriber count is announced (`subscription_count`): presence channels count
@@ -240,7 +241,8 @@ mod tests {
         assert!(!ChannelKind::Presence.counts_subscriptions() && !ChannelKind::User.counts_subscriptions());
         assert!(ChannelKind::Private.counts_subscriptions() && ChannelKind::Public.counts_subscriptions());
         assert!(!ChannelKind::Public.accepts_client_events() && !ChannelKind::User.accepts_client_events());
-        assert!(ChannelKind::PrivateEncrypted.accepts_client_events());
+        assert!(!ChannelKind::PrivateEncrypted.accepts_client_events(), "plain text on an encrypted channel");
+        assert!(ChannelKind::Private.accepts_client_events() && ChannelKind::Presence.accepts_client_events());
         assert!(!ChannelKind::User.is_listed() && ChannelKind::Presence.is_listed());
         assert_eq!(user_of_channel(&user_channel("42")), Some("42"));
         assert_eq!(user_of_channel("private-42"), None);

@@ -369,10 +369,29 @@ pub async fn terminate_connections(
     Path((app_id, user_id)): Path<(String, String)>,
     request: Request,
 ) -> ApiResult {
-    let req = authorize(&state, &app_id, request).await?;
+    terminate(state, &app_id, &user_id, request).await
+}
+
+/// The same, at the path the official Python SDK uses (`/users/{id}/terminate_connections`, no
+/// `/apps/{id}` prefix): the app is the one whose key signed the request.
+pub async fn terminate_connections_by_key(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    request: Request,
+) -> ApiResult {
+    let key = request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "auth_key"));
+    let Some(app) = key.and_then(|(_, key)| state.hub.app_by_key(&key)) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Unknown or missing auth_key").closing());
+    };
+    let app_id = app.id.clone();
+    terminate(state, &app_id, &user_id, request).await
+}
+
+async fn terminate(state: AppState, app_id: &str, user_id: &str, request: Request) -> ApiResult {
+    let req = authorize(&state, app_id, request).await?;
     if user_id.is_empty() || ChannelName::parse(&user_id).is_err() {
         return Err(ApiError::bad_request("Invalid user id"));
     }
-    state.hub.terminate_user(&req.app.id, &user_id).await;
+    state.hub.terminate_user(&req.app.id, user_id).await;
     Ok(Json(json!({})).into_response())
 }

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/channels/{channel}", get(http_api::channel))
         .route("/apps/{app_id}/channels/{channel}/users", get(http_api::users))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(http_api::terminate_connections))
+        .route("/users/{user_id}/terminate_connections", post(http_api::terminate_connections_by_key))
         .route("/apps/{app_id}/connections", get(http_api::connections))
         .route("/up", get(up));
     let path = state.config.server.path.clone();

@@ -299,7 +299,7 @@ impl PusherSession {
         validate_event_name(event).map_err(|_| "Invalid event name")?;
         let name = ChannelName::parse(channel).map_err(|_| "Invalid channel name")?;
         if !name.kind.accepts_client_events() {
-            return Err("Client events are only allowed on private and presence channels");
+            return Err("Client events are only allowed on private (not encrypted) and presence channels");
         }
         let user_id = match self.channels.get(channel) {
             Some(member) => member.clone(),
