@@ -389,7 +389,7 @@ pub async fn terminate_connections_by_key(
 
 async fn terminate(state: AppState, app_id: &str, user_id: &str, request: Request) -> ApiResult {
     let req = authorize(&state, app_id, request).await?;
-    if user_id.is_empty() || ChannelName::parse(&user_id).is_err() {
+    if user_id.is_empty() || ChannelName::parse(user_id).is_err() {
         return Err(ApiError::bad_request("Invalid user id"));
     }
     state.hub.terminate_user(&req.app.id, user_id).await;
