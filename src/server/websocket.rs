@@ -20,7 +20,7 @@ use super::AppState;
 use crate::connection::{self, Limits};
 use crate::protocol::signature::decode_query;
 use crate::session::{PlainHandshake, PusherHandshake};
-use crate::transport::WebSocket;
+use crate::transport::{deflate, Deflate, WebSocket};
 
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
 const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
@@ -76,6 +76,16 @@ pub(super) fn accept(
     else {
         return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
     };
+    // permessage-deflate, when the server allows it and the client offers an acceptable form.
+    let agreed = if state.config.server.compression.is_on() {
+        deflate::negotiate(headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()))
+    } else {
+        None
+    };
+    let compression = agreed.as_ref().map(|a| Deflate {
+        server_window_bits: a.server_window_bits,
+        threshold: state.config.server.compression_threshold,
+    });
     let on_upgrade = hyper::upgrade::on(&mut request);
 
     tokio::spawn(async move {
@@ -88,7 +98,7 @@ pub(super) fn accept(
         };
         // Counted from the upgrade, so that a shutdown also waits for sockets still being checked.
         let _open = OpenSocket::new(&state);
-        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint).await;
+        serve_upgraded(upgraded, state.clone(), max_message_size, compression, limits, endpoint).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -102,6 +112,9 @@ pub(super) fn accept(
     if let Some(protocol) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    if let Some(extension) = agreed.and_then(|a| HeaderValue::from_str(&a.response).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
+    }
     response
 }
 
@@ -112,6 +125,7 @@ async fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
     max_message_size: usize,
+    compression: Option<Deflate>,
     limits: Limits,
     endpoint: Endpoint,
 ) {
@@ -120,7 +134,8 @@ async fn serve_upgraded(
             // The socket copies the few bytes hyper read ahead, so hyper's whole read buffer is
             // let go of here: held for the connection's life, it would cost kilobytes per idle socket.
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            ws.set_deflate(compression);
             drop(ahead);
             return run(ws, &state, limits, endpoint).await;
         }
@@ -129,12 +144,14 @@ async fn serve_upgraded(
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            ws.set_deflate(compression);
             drop(ahead);
             run(ws, &state, limits, endpoint).await
         }
         Err(upgraded) => {
-            let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
+            let mut ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
+            ws.set_deflate(compression);
             run(ws, &state, limits, endpoint).await
         }
     }

@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(agreed.response, PLAIN);
         assert_eq!(agreed.server_window_bits, 15);
         assert_eq!(offer("Permessage-Deflate"), Some(PLAIN.into()));
-        assert_eq!(offer("permessage-deflate; server_no_context_takeover; client_no_context_takeover"), Some(PLAIN.into()));
+        assert_eq!(
+            offer("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+            Some(PLAIN.into())
+        );
     }
 
     #[test]
@@ -351,7 +354,10 @@ mod tests {
             let mut data = String::new();
             let mut i = 0;
             while data.len() < size {
-                data.push_str(&format!(r#"{{"id":{i},"user":"user-{i}","status":"online","score":{}}},"#, i * 37 % 1000));
+                data.push_str(&format!(
+                    r#"{{"id":{i},"user":"user-{i}","status":"online","score":{}}},"#,
+                    i * 37 % 1000
+                ));
                 i += 1;
             }
             data.truncate(size.saturating_sub(60));
@@ -364,7 +370,13 @@ mod tests {
                 out = compress(text, 15).map_or(text.len(), |c| c.len());
             }
             let each = started.elapsed() / rounds;
-            println!("{:>6} bytes -> {:>6} ({:>3}%), {:?} per compression", text.len(), out, out * 100 / text.len(), each);
+            println!(
+                "{:>6} bytes -> {:>6} ({:>3}%), {:?} per compression",
+                text.len(),
+                out,
+                out * 100 / text.len(),
+                each
+            );
         }
     }
 }
