@@ -82,6 +82,13 @@ pub fn sent(messages: usize, bytes: usize) {
     counter!("herald_bytes_sent_total").increment(bytes as u64);
 }
 
+/// permessage-deflate: bytes of messages sent compressed, before and after compression (counted
+/// per delivery, so the ratio is the bandwidth saved).
+pub fn compressed(before: usize, after: usize) {
+    counter!("herald_compression_bytes_in_total").increment(before as u64);
+    counter!("herald_compression_bytes_out_total").increment(after as u64);
+}
+
 pub fn http_request(status: u16) {
     counter!("herald_http_requests_total", "status" => status.to_string()).increment(1);
 }

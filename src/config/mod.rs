@@ -72,8 +72,31 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// A WebSocket echo endpoint for conformance runs (Autobahn TestSuite), e.g. "/echo"; off when absent.
     pub echo_path: Option<String>,
+    /// permessage-deflate (RFC 7692) for clients that offer it: `on` (the default) or `off`.
+    pub compression: Switch,
+    /// Messages shorter than this, in bytes, go out uncompressed even when compression is agreed.
+    pub compression_threshold: usize,
     pub tls: Option<TlsConfig>,
 }
+
+/// An `"on"` / `"off"` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    #[default]
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+/// The default `compression_threshold`: below it a Pusher event saves too few bytes to be worth
+/// the compressor's reset (see README, Compression).
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -88,6 +111,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1000,
             per_ip_limit_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
             echo_path: None,
+            compression: Switch::On,
+            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             metrics_token: None,
             dashboard: false,
             dashboard_password: None,
@@ -451,6 +476,15 @@ mod tests {
     fn the_sample_parses_and_validates() {
         let c = load(Some(SAMPLE), &[], Overrides::default()).unwrap();
         assert!(!c.apps.is_empty());
+        assert_eq!((c.server.compression, c.server.compression_threshold), (Switch::On, DEFAULT_COMPRESSION_THRESHOLD));
+    }
+
+    #[test]
+    fn compression_is_on_or_off() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let c = load(Some(&format!("[server]\ncompression = \"off\"\n{app}")), &[], Overrides::default()).unwrap();
+        assert!(!c.server.compression.is_on());
+        assert!(load(Some(&format!("[server]\ncompression = \"yes\"\n{app}")), &[], Overrides::default()).is_err());
     }
 
     #[test]

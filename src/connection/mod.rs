@@ -23,7 +23,7 @@ use crate::protocol::{ErrorCode, Frame};
 use crate::session::{
     EchoSession, Exit, Liveness, Opened, PlainHandshake, PlainSession, PusherHandshake, PusherSession, Session,
 };
-use crate::transport::{Message, OpCode, WebSocket};
+use crate::transport::{deflate, Deflate, Message, OpCode, WebSocket};
 
 /// Most frames taken from the queue for one coalesced write.
 const MAX_BATCH: usize = 256;
@@ -235,21 +235,33 @@ where
         let overflow = self.overflow.clone();
         let mut bytes = 0;
         let messages = batch.len();
-        let mut frames: Vec<(OpCode, &[u8])> = Vec::with_capacity(batch.len());
+        // With permessage-deflate, each data message's compressed payload (or `None` to send it as
+        // it is); a broadcast's is made once and shared by every subscriber's batch.
+        let compressed: Vec<Option<bytes::Bytes>> = match self.ws.deflate() {
+            Some(d) => batch.iter().map(|item| compressed(item, d)).collect(),
+            None => Vec::new(),
+        };
+        let (mut plain_in, mut deflated_out) = (0, 0);
+        let mut frames: Vec<(OpCode, bool, &[u8])> = Vec::with_capacity(batch.len());
         let mut then_close = None;
-        for item in batch.iter() {
+        for (i, item) in batch.iter().enumerate() {
+            let packed = compressed.get(i).and_then(Option::as_ref);
+            if let Some(packed) = packed {
+                plain_in += item_len(item);
+                deflated_out += packed.len();
+            }
             match item {
                 Outgoing::Frame(frame) => {
                     bytes += frame.len();
                     debug!(frame = frame.as_str(), "sent");
-                    frames.push((OpCode::Text, frame.as_bytes()));
+                    frames.push(packed.map_or((OpCode::Text, false, frame.as_bytes()), |p| (OpCode::Text, true, p)));
                 }
                 Outgoing::Binary(data) => {
                     bytes += data.len();
-                    frames.push((OpCode::Binary, data));
+                    frames.push(packed.map_or((OpCode::Binary, false, data), |p| (OpCode::Binary, true, p)));
                 }
-                Outgoing::Ping => frames.push((OpCode::Ping, &[])),
-                Outgoing::Pong(payload) => frames.push((OpCode::Pong, payload)),
+                Outgoing::Ping => frames.push((OpCode::Ping, false, &[])),
+                Outgoing::Pong(payload) => frames.push((OpCode::Pong, false, payload)),
                 Outgoing::Close { code, message } => {
                     then_close = Some(Exit::Pusher(*code, message.clone()));
                     break;
@@ -267,9 +279,39 @@ where
             _ = tokio::time::sleep(write_timeout) => Err(Exit::Pusher(ErrorCode::OverCapacity, "Write timed out".into())),
         };
         crate::metrics::sent(messages, bytes);
+        if deflated_out > 0 {
+            crate::metrics::compressed(plain_in, deflated_out);
+        }
+        drop(frames);
         self.rx.sent(batch);
         batch.clear();
         result
+    }
+}
+
+/// A data message's compressed payload, when it is at least the threshold and compressing pays. A
+/// broadcast frame at the full window is compressed once and shared; other windows, and echoed
+/// binary messages, are compressed for this connection alone.
+fn compressed(item: &Outgoing, d: Deflate) -> Option<bytes::Bytes> {
+    let pack = |data: &[u8]| deflate::compress(data, d.server_window_bits).map(bytes::Bytes::from);
+    match item {
+        Outgoing::Frame(frame) if frame.len() >= d.threshold => {
+            if d.server_window_bits == deflate::MAX_WINDOW_BITS {
+                frame.deflated(pack).cloned()
+            } else {
+                pack(frame.as_bytes())
+            }
+        }
+        Outgoing::Binary(data) if data.len() >= d.threshold => pack(data),
+        _ => None,
+    }
+}
+
+fn item_len(item: &Outgoing) -> usize {
+    match item {
+        Outgoing::Frame(frame) => frame.len(),
+        Outgoing::Binary(data) => data.len(),
+        _ => 0,
     }
 }
 

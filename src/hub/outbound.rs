@@ -11,8 +11,10 @@
 //!
 //! Every entry is counted at what it really holds: its payload plus the entry itself, so a flood
 //! of tiny frames is bounded like a few large ones, and the number of entries is capped as well.
-//! The answer to a client's WebSocket ping is not queued at all: at most one pong is pending, the
-//! latest (RFC 6455 allows answering only the most recent ping), so a ping flood costs no memory.
+//! Answers to a client's WebSocket pings wait apart from the queue, at most
+//! [`MAX_PENDING_PONGS`] of them: a client that sends a few pings gets every answer (the Autobahn
+//! TestSuite checks it), a flood keeps only the latest ones (RFC 6455 allows answering only the most
+//! recent ping), so it costs at most a few kilobytes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,12 +45,14 @@ pub enum Outgoing {
 const ENTRY_COST: usize = std::mem::size_of::<Outgoing>();
 /// Most entries one queue holds, whatever their size.
 pub const MAX_QUEUED_ENTRIES: usize = 65_536;
+/// Most pongs waiting to be written (each at most 125 bytes); older ones are dropped first.
+pub const MAX_PENDING_PONGS: usize = 16;
 
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Outgoing>,
-    /// The answer to the latest WebSocket ping, written before anything queued.
-    pong: Option<bytes::Bytes>,
+    /// Answers to the latest WebSocket pings, oldest first, written before anything queued.
+    pongs: VecDeque<bytes::Bytes>,
 }
 
 struct Shared {
@@ -192,13 +196,18 @@ impl Outbound {
         self.shared.enqueue(Outgoing::Ping);
     }
 
-    /// Answers a client's ping: replaces any pong not yet written (at most 125 bytes are held).
+    /// Answers a client's ping; past [`MAX_PENDING_PONGS`] unwritten answers, the oldest is dropped.
     pub fn pong(&self, payload: bytes::Bytes) -> bool {
         if self.shared.closed.load(Ordering::Acquire) {
             return false;
         }
         match self.shared.queue.lock() {
-            Ok(mut queue) => queue.pong = Some(payload),
+            Ok(mut queue) => {
+                if queue.pongs.len() >= MAX_PENDING_PONGS {
+                    queue.pongs.pop_front();
+                }
+                queue.pongs.push_back(payload);
+            }
             Err(_) => return false,
         }
         self.shared.ready.notify_one();
@@ -215,10 +224,10 @@ impl OutboundReceiver {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Ok(mut queue) = self.shared.queue.lock() {
-                let pong = queue.pong.take().map(Outgoing::Pong);
-                if pong.is_some() || !queue.items.is_empty() {
+                if !queue.pongs.is_empty() || !queue.items.is_empty() {
                     let before = into.len();
-                    into.extend(pong);
+                    // Taken whole (and the buffer with them): an idle connection keeps none.
+                    into.extend(std::mem::take(&mut queue.pongs).into_iter().map(Outgoing::Pong));
                     let n = queue.items.len().min(max);
                     into.extend(queue.items.drain(..n));
                     if queue.items.is_empty() {
@@ -303,17 +312,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_latest_pong_is_kept_and_it_goes_first() {
+    async fn a_few_pongs_are_all_kept_a_flood_keeps_the_latest_and_they_go_first() {
         let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 6 }, 1 << 20);
+        for n in 0..10u32 {
+            assert!(out.pong(bytes::Bytes::from(n.to_string())));
+        }
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 100).await, 10, "ten pings, ten answers");
+        got.clear();
         assert!(out.push(frame(1)));
         for n in 0..10_000u32 {
             assert!(out.pong(bytes::Bytes::from(n.to_string())));
         }
         assert!(!rx.overflowed(), "pongs cost nothing against the limit");
-        let mut got = Vec::new();
-        assert_eq!(rx.recv_many(&mut got, 10).await, 2);
-        assert!(matches!(&got[0], Outgoing::Pong(p) if p.as_ref() == b"9999"), "{got:?}");
-        assert!(matches!(&got[1], Outgoing::Frame(_)));
+        assert_eq!(rx.recv_many(&mut got, 10).await, MAX_PENDING_PONGS + 1);
+        let pongs: Vec<u32> = got
+            .iter()
+            .filter_map(|item| match item {
+                Outgoing::Pong(p) => std::str::from_utf8(p).ok()?.parse().ok(),
+                _ => None,
+            })
+            .collect();
+        let latest: Vec<u32> = (10_000 - MAX_PENDING_PONGS as u32..10_000).collect();
+        assert_eq!(pongs, latest, "the latest answers, oldest first, before the queued frame");
+        assert!(matches!(got.last(), Some(Outgoing::Frame(_))));
         rx.sent(&got);
         assert_eq!(rx.queued_bytes(), 0);
     }

@@ -24,7 +24,7 @@ use crate::connection::{self, Limits};
 use crate::protocol::origin::origin_allowed;
 use crate::protocol::signature::decode_query;
 use crate::session::{PlainHandshake, PusherHandshake};
-use crate::transport::WebSocket;
+use crate::transport::{deflate, Deflate, WebSocket};
 
 /// Message size limit for a key no app has: the connection is refused right after the handshake.
 const UNKNOWN_APP_MESSAGE_LIMIT: usize = 4096;
@@ -83,6 +83,16 @@ pub(super) fn accept(
     else {
         return refuse(StatusCode::BAD_REQUEST, "Missing or invalid Sec-WebSocket-Key");
     };
+    // permessage-deflate, when the server allows it and the client offers an acceptable form.
+    let agreed = if state.config.server.compression.is_on() {
+        deflate::negotiate(headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()))
+    } else {
+        None
+    };
+    let compression = agreed.as_ref().map(|a| Deflate {
+        server_window_bits: a.server_window_bits,
+        threshold: state.config.server.compression_threshold,
+    });
     let on_upgrade = hyper::upgrade::on(&mut request);
     // The connection's permit (see `limits`) stays with the socket for its whole life.
     let permit = request.extensions_mut().remove::<ConnInfo>().map(|info| info.permit);
@@ -97,7 +107,7 @@ pub(super) fn accept(
         };
         // Counted from the upgrade, so that a shutdown also waits for sockets still being checked.
         let _open = OpenSocket::new(&state);
-        serve_upgraded(upgraded, state.clone(), max_message_size, limits, endpoint, permit).await;
+        serve_upgraded(upgraded, state.clone(), max_message_size, compression, limits, endpoint, permit).await;
     });
 
     let mut response = Response::new(Body::empty());
@@ -111,6 +121,9 @@ pub(super) fn accept(
     if let Some(protocol) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    if let Some(extension) = agreed.and_then(|a| HeaderValue::from_str(&a.response).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
+    }
     response
 }
 
@@ -121,6 +134,7 @@ async fn serve_upgraded(
     upgraded: hyper::upgrade::Upgraded,
     state: AppState,
     max_message_size: usize,
+    compression: Option<Deflate>,
     limits: Limits,
     endpoint: Endpoint,
     permit: Option<Arc<Permit>>,
@@ -130,7 +144,8 @@ async fn serve_upgraded(
             // The socket copies the few bytes hyper read ahead, so hyper's whole read buffer is
             // let go of here: held for the connection's life, it would cost kilobytes per idle socket.
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            ws.set_deflate(compression);
             drop(ahead);
             return run(ws, &state, limits, endpoint, permit).await;
         }
@@ -139,12 +154,14 @@ async fn serve_upgraded(
     match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
         Ok(parts) => {
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            ws.set_deflate(compression);
             drop(ahead);
             run(ws, &state, limits, endpoint, permit).await
         }
         Err(upgraded) => {
-            let ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
+            let mut ws = WebSocket::new(TokioIo::new(upgraded), &[], max_message_size);
+            ws.set_deflate(compression);
             run(ws, &state, limits, endpoint, permit).await
         }
     }

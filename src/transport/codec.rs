@@ -10,6 +10,8 @@ use std::fmt;
 pub const MAX_CLIENT_HEADER: usize = 14;
 /// The longest header a server frame can have (servers never mask).
 pub const MAX_SERVER_HEADER: usize = 10;
+/// The first header byte's RSV1 bit: the message is compressed (permessage-deflate).
+pub const RSV1: u8 = 0x40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpCode {
@@ -128,11 +130,15 @@ pub struct Decoder {
     max_message: usize,
     /// A fragmented message in progress.
     partial: Option<Partial>,
+    /// permessage-deflate was negotiated: RSV1 on a message's first frame means it is compressed.
+    deflate: bool,
 }
 
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// The message is compressed: `data` is deflate bytes, inflated (and UTF-8 checked) at its end.
+    compressed: bool,
     data: Vec<u8>,
     /// How much of `data` is known to be valid UTF-8 (text only), so a bad fragment fails at once.
     utf8_valid_up_to: usize,
@@ -140,6 +146,8 @@ struct Partial {
 
 struct Header {
     fin: bool,
+    /// RSV1 on a data message's first frame (only accepted when deflate was negotiated).
+    compressed: bool,
     opcode: OpCode,
     /// Header length, mask included.
     header_len: usize,
@@ -149,7 +157,12 @@ struct Header {
 
 impl Decoder {
     pub fn new(max_message: usize) -> Decoder {
-        Decoder { max_message, partial: None }
+        Decoder { max_message, partial: None, deflate: false }
+    }
+
+    /// Accepts compressed messages (RSV1 on their first frame): permessage-deflate was negotiated.
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// Decodes at most one frame from the front of `buf`.
@@ -169,7 +182,10 @@ impl Decoder {
             OpCode::Pong => Message::Pong(unmasked(payload, header.mask)),
             OpCode::Close => Message::Close(close_payload(&unmasked(payload, header.mask))?),
             OpCode::Text | OpCode::Binary if header.fin => {
-                let data = unmasked(payload, header.mask);
+                let mut data = unmasked(payload, header.mask);
+                if header.compressed {
+                    data = super::deflate::inflate(&data, self.max_message)?;
+                }
                 if header.opcode == OpCode::Binary {
                     Message::Binary(data)
                 } else {
@@ -178,7 +194,8 @@ impl Decoder {
             }
             OpCode::Text | OpCode::Binary => {
                 let text = header.opcode == OpCode::Text;
-                let mut partial = Partial { text, data: unmasked(payload, header.mask), utf8_valid_up_to: 0 };
+                let data = unmasked(payload, header.mask);
+                let mut partial = Partial { text, compressed: header.compressed, data, utf8_valid_up_to: 0 };
                 partial.check_utf8()?;
                 self.partial = Some(partial);
                 return Ok(Decoded::Fragment { consumed });
@@ -194,9 +211,12 @@ impl Decoder {
                 if !header.fin {
                     return Ok(Decoded::Fragment { consumed });
                 }
-                let Some(Partial { text, data, .. }) = self.partial.take() else {
+                let Some(Partial { text, compressed, mut data, .. }) = self.partial.take() else {
                     return Err(ReadError::Protocol("Continuation frame without a message to continue"));
                 };
+                if compressed {
+                    data = super::deflate::inflate(&data, self.max_message)?;
+                }
                 if text {
                     Message::Text(String::from_utf8(data).map_err(|_| ReadError::InvalidUtf8)?)
                 } else {
@@ -211,10 +231,17 @@ impl Decoder {
     fn header(&self, buf: &[u8]) -> Result<Result<Header, usize>, ReadError> {
         let [b0, b1, ..] = *buf else { return Ok(Err(2)) };
         let fin = b0 & 0x80 != 0;
-        if b0 & 0x70 != 0 {
+        if b0 & 0x30 != 0 {
             return Err(ReadError::Protocol("Reserved bits set without an extension"));
         }
         let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ReadError::Protocol("Reserved opcode"))?;
+        let compressed = b0 & RSV1 != 0;
+        if compressed && !self.deflate {
+            return Err(ReadError::Protocol("Reserved bits set without an extension"));
+        }
+        if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ReadError::Protocol("RSV1 set on a control or continuation frame"));
+        }
         if b1 & 0x80 == 0 {
             return Err(ReadError::Protocol("Client frames must be masked"));
         }
@@ -265,13 +292,13 @@ impl Decoder {
         let mask = [mask[0], mask[1], mask[2], mask[3]];
         // Fits: a control frame is at most 125 bytes and a data frame at most `max_message`.
         let payload_len = usize::try_from(payload_len).map_err(|_| ReadError::TooBig)?;
-        Ok(Ok(Header { fin, opcode, header_len, payload_len, mask }))
+        Ok(Ok(Header { fin, compressed, opcode, header_len, payload_len, mask }))
     }
 }
 
 impl Partial {
     fn check_utf8(&mut self) -> Result<(), ReadError> {
-        if !self.text {
+        if !self.text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.utf8_valid_up_to..]) {
@@ -517,6 +544,58 @@ mod tests {
         for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
             assert!(close_code_allowed(code), "{code}");
         }
+    }
+
+    /// A compressed client message: raw deflate, the sync-flush tail stripped, RSV1 set.
+    fn compressed_frame(fin: bool, opcode: u8, text: &[u8]) -> Vec<u8> {
+        let packed = super::super::deflate::compress(text, 15).unwrap();
+        let mut frame = client_frame(fin, opcode, &packed);
+        frame[0] |= RSV1;
+        frame
+    }
+
+    #[test]
+    fn compressed_messages_inflate_only_when_negotiated() {
+        let text = "{\"event\":\"pusher:subscribe\"}".repeat(20);
+        let frame = compressed_frame(true, 0x1, text.as_bytes());
+        assert!(matches!(Decoder::new(1024).decode(&frame), Err(ReadError::Protocol(_))), "not negotiated");
+        let mut decoder = Decoder::new(1024);
+        decoder.enable_deflate();
+        assert_eq!(message(&mut decoder, &frame), Ok(Message::Text(text.clone())));
+        // Uncompressed messages still pass on a deflate connection.
+        assert_eq!(message(&mut decoder, &client_frame(true, 0x1, b"hi")), Ok(Message::Text("hi".into())));
+        // Compressed and fragmented: RSV1 on the first frame only.
+        let packed = super::super::deflate::compress(text.as_bytes(), 15).unwrap();
+        let (a, b) = packed.split_at(packed.len() / 2);
+        let mut first = client_frame(false, 0x2, a);
+        first[0] |= RSV1;
+        assert_eq!(decoder.decode(&first), Ok(Decoded::Fragment { consumed: first.len() }));
+        assert_eq!(message(&mut decoder, &client_frame(true, 0x0, b)), Ok(Message::Binary(text.clone().into_bytes())));
+        // RSV1 on a continuation or a control frame stays a protocol error.
+        decoder.decode(&client_frame(false, 0x1, b"x")).unwrap();
+        let mut cont = client_frame(true, 0x0, b"y");
+        cont[0] |= RSV1;
+        assert!(matches!(decoder.decode(&cont), Err(ReadError::Protocol(_))));
+        let mut decoder = Decoder::new(1024);
+        decoder.enable_deflate();
+        let mut ping = client_frame(true, 0x9, b"");
+        ping[0] |= RSV1;
+        assert!(matches!(decoder.decode(&ping), Err(ReadError::Protocol(_))));
+        // RSV2 and RSV3 are never accepted.
+        let mut rsv2 = client_frame(true, 0x1, b"hi");
+        rsv2[0] |= 0x20;
+        assert!(matches!(decoder.decode(&rsv2), Err(ReadError::Protocol(_))));
+    }
+
+    #[test]
+    fn a_compressed_message_inflating_past_the_limit_is_too_big() {
+        let mut decoder = Decoder::new(1000);
+        decoder.enable_deflate();
+        assert_eq!(decoder.decode(&compressed_frame(true, 0x1, &[b'a'; 100_000])), Err(ReadError::TooBig));
+        // Inflated text is checked for UTF-8 like any text.
+        let mut decoder = Decoder::new(1000);
+        decoder.enable_deflate();
+        assert_eq!(decoder.decode(&compressed_frame(true, 0x1, &[0xFF; 200])), Err(ReadError::InvalidUtf8));
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! handshake stays with hyper (`server::websocket`); clients and tools still use tungstenite.
 //!
 //! [`codec`] is pure (bytes in, messages out) and unit-tested frame by frame; [`socket`] adds the
-//! I/O. The Autobahn TestSuite runs against it in the test command.
+//! I/O; [`deflate`] is permessage-deflate (RFC 7692), negotiated per connection and compressed
+//! once per broadcast. The Autobahn TestSuite runs against it in the test command.
 
 pub mod codec;
+pub mod deflate;
 pub mod socket;
 
 pub use codec::{Message, OpCode, ReadError};
-pub use socket::WebSocket;
+pub use deflate::Deflate;
+pub use socket::{WebSocket, WireFrame};

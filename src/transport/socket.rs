@@ -16,6 +16,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::codec::{self, Decoded, Decoder, Message, OpCode, ReadError};
+use super::deflate::Deflate;
 
 /// Bytes read per poll when no frame is in progress; enough for a typical client message.
 const SCRATCH: usize = 2048;
@@ -28,6 +29,45 @@ const JOIN_BELOW: usize = 4 * 1024;
 /// then trickles it gets memory as its bytes come, not all at once from the header.
 const MAX_RESERVE: usize = 64 * 1024;
 
+/// One frame to write: its opcode, whether its payload is compressed (RSV1), and the payload.
+pub trait WireFrame {
+    fn opcode(&self) -> OpCode;
+    fn payload(&self) -> &[u8];
+    fn compressed(&self) -> bool {
+        false
+    }
+}
+
+impl WireFrame for (OpCode, &[u8]) {
+    fn opcode(&self) -> OpCode {
+        self.0
+    }
+    fn payload(&self) -> &[u8] {
+        self.1
+    }
+}
+
+/// `(opcode, compressed, payload)`.
+impl WireFrame for (OpCode, bool, &[u8]) {
+    fn opcode(&self) -> OpCode {
+        self.0
+    }
+    fn payload(&self) -> &[u8] {
+        self.2
+    }
+    fn compressed(&self) -> bool {
+        self.1
+    }
+}
+
+fn encode_header(header: &mut [u8; codec::MAX_SERVER_HEADER], frame: &impl WireFrame) -> usize {
+    let len = codec::encode_header(header, frame.opcode(), frame.payload().len());
+    if frame.compressed() {
+        header[0] |= codec::RSV1;
+    }
+    len
+}
+
 pub struct WebSocket<S> {
     io: S,
     /// Bytes of a frame that is not complete yet. Empty (and unallocated) between frames.
@@ -38,6 +78,8 @@ pub struct WebSocket<S> {
     /// A write was interrupted mid-frame: the stream is no longer framed, so nothing more is written.
     write_broken: bool,
     close_sent: bool,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -50,7 +92,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             read_done: false,
             write_broken: false,
             close_sent: false,
+            deflate: None,
         }
+    }
+
+    /// Turns permessage-deflate on (as negotiated in the handshake): compressed messages are read,
+    /// and the connection may send them.
+    pub fn set_deflate(&mut self, deflate: Option<Deflate>) {
+        if deflate.is_some() {
+            self.decoder.enable_deflate();
+        }
+        self.deflate = deflate;
+    }
+
+    /// The negotiated permessage-deflate, if any.
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     /// The next message; `None` once the stream has ended (EOF, an I/O error, or after the peer's
@@ -118,20 +175,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// If this is cancelled after part of a frame went out, the stream is no longer framed: the
     /// socket then refuses every later write (and the connection is dropped without a goodbye).
-    pub async fn send_frames(&mut self, frames: &[(OpCode, &[u8])]) -> io::Result<()> {
+    pub async fn send_frames<F: WireFrame>(&mut self, frames: &[F]) -> io::Result<()> {
         if self.write_broken || self.close_sent {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let total: usize = frames.iter().map(|(_, p)| p.len() + codec::MAX_SERVER_HEADER).sum();
+        let total: usize = frames.iter().map(|f| f.payload().len() + codec::MAX_SERVER_HEADER).sum();
         if total <= JOIN_BELOW || !self.io.is_write_vectored() {
             // Small batches (the usual case: a few events of a few hundred bytes) are joined into one
             // buffer: copying them costs less than the kernel walking two slices per frame.
             let mut joined = Vec::with_capacity(total);
-            for (opcode, payload) in frames {
+            for frame in frames {
                 let mut header = [0u8; codec::MAX_SERVER_HEADER];
-                let len = codec::encode_header(&mut header, *opcode, payload.len());
+                let len = encode_header(&mut header, frame);
                 joined.extend_from_slice(&header[..len]);
-                joined.extend_from_slice(payload);
+                joined.extend_from_slice(frame.payload());
             }
             let mut rest = &joined[..];
             while !rest.is_empty() {
@@ -147,12 +204,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // Large batches: each frame's header beside its shared payload, nothing copied.
             let mut headers = vec![[0u8; codec::MAX_SERVER_HEADER]; frames.len()];
             let mut header_lens = Vec::with_capacity(frames.len());
-            for ((opcode, payload), header) in frames.iter().zip(headers.iter_mut()) {
-                header_lens.push(codec::encode_header(header, *opcode, payload.len()));
+            for (frame, header) in frames.iter().zip(headers.iter_mut()) {
+                header_lens.push(encode_header(header, frame));
             }
             let mut slices = Vec::with_capacity(frames.len() * 2);
-            for ((header, len), (_, payload)) in headers.iter().zip(&header_lens).zip(frames) {
+            for ((header, len), frame) in headers.iter().zip(&header_lens).zip(frames) {
                 slices.push(IoSlice::new(&header[..*len]));
+                let payload = frame.payload();
                 if !payload.is_empty() {
                     slices.push(IoSlice::new(payload));
                 }
@@ -184,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Sends a close frame (once): the code, and the reason cut to fit.
     pub async fn send_close(&mut self, code: u16, reason: &str) -> io::Result<()> {
         let payload = codec::close_frame_payload(code, reason);
-        self.send_frames(&[(OpCode::Close, &payload)]).await?;
+        self.send_frames(&[(OpCode::Close, &payload[..])]).await?;
         self.close_sent = true;
         Ok(())
     }
@@ -197,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match theirs {
             Some((code, _)) => self.send_close(*code, "").await,
             None => {
-                self.send_frames(&[(OpCode::Close, &[])]).await?;
+                self.send_frames(&[(OpCode::Close, &[][..])]).await?;
                 self.close_sent = true;
                 Ok(())
             }
@@ -285,7 +343,8 @@ mod tests {
         let (mut client, server) = duplex(1 << 16);
         let mut ws = WebSocket::new(server, &[], 1024);
         let long = vec![b'x'; 300];
-        ws.send_frames(&[(OpCode::Text, b"hi"), (OpCode::Binary, &long), (OpCode::Ping, b"")]).await.unwrap();
+        let frames: [(OpCode, &[u8]); 3] = [(OpCode::Text, b"hi"), (OpCode::Binary, &long), (OpCode::Ping, b"")];
+        ws.send_frames(&frames).await.unwrap();
         ws.send_close(4100, "slow").await.unwrap();
         assert!(ws.send_text(b"after close").await.is_err());
         drop(ws);
