@@ -145,39 +145,12 @@ fn on_message(shared: &Shared, local: &dyn LocalNode, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::cluster::redis::test_server::{shared_on, state_on, TestRedis};
-    use crate::cluster::{Broadcast, BroadcastKind, Broker, LocalNode, Record};
+    use crate::cluster::redis::test_server::{shared_on, state_on, RecordingNode, TestRedis};
+    use crate::cluster::{Broadcast, BroadcastKind, Broker, Record};
     use crate::protocol::{Channel, Frame, SocketId};
-
-    /// A node that records what the broker hands it.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
-
-    impl LocalNode for Recorder {
-        fn deliver(&self, b: &Broadcast) -> usize {
-            self.0.lock().unwrap().push(format!("{}/{}: {}", b.app_id, b.channel.name, b.frame.as_str()));
-            1
-        }
-        fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
-            self.0.lock().unwrap().push(format!("terminate {app_id}/{user_id}"));
-            1
-        }
-        fn subscription_count(&self, _: &str, _: &str) -> usize {
-            0
-        }
-        fn channels(&self, _: &str) -> Vec<(String, usize)> {
-            Vec::new()
-        }
-        fn connection_count(&self, _: &str) -> usize {
-            0
-        }
-        fn app_ids(&self) -> Vec<String> {
-            Vec::new()
-        }
-    }
 
     fn record(n: usize) -> Record {
         Record::Broadcast(Broadcast {
@@ -192,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn records_reach_the_other_node_in_order_and_never_come_back() {
         let redis = TestRedis::start();
-        let (a_seen, b_seen) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+        let (a_seen, b_seen) = (Arc::new(RecordingNode::default()), Arc::new(RecordingNode::default()));
         let (a, a_ready) =
             super::RedisBroker::start(shared_on(&redis, 1, "b").await, a_seen.clone(), state_on(&redis, 1, "b").await);
         let (_b, b_ready) =
@@ -205,15 +178,15 @@ mod tests {
         }
         a.publish(Record::Terminate { app_id: "1".into(), user_id: "42".into() }).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while b_seen.0.lock().unwrap().len() < 201 {
-            assert!(std::time::Instant::now() < deadline, "only {} records arrived", b_seen.0.lock().unwrap().len());
+        while b_seen.seen().len() < 201 {
+            assert!(std::time::Instant::now() < deadline, "only {} records arrived", b_seen.seen().len());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let seen = b_seen.0.lock().unwrap().clone();
+        let seen = b_seen.seen();
         for (n, line) in seen.iter().take(200).enumerate() {
             assert!(line.starts_with("1/orders: ") && line.ends_with(&format!("\"data\":\"{n}\"}}")), "{n}: {line}");
         }
         assert_eq!(seen[200], "terminate 1/42");
-        assert!(a_seen.0.lock().unwrap().is_empty(), "a node skips its own records");
+        assert!(a_seen.seen().is_empty(), "a node skips its own records");
     }
 }

@@ -12,18 +12,13 @@ impl RedisState {
     pub(super) async fn add_subscriptions(&self, app_id: &str, channel: &str, delta: i64) -> ClusterResult<()> {
         let mut call = self.scripts.count_delta.key(self.shared.keys.subscriptions(app_id, self.shared.node));
         call.arg(channel).arg(delta);
-        self.shared
-            .commands
-            .invoke::<i64>(&call)
-            .await
-            .map(drop)
-            .map_err(|e| self.shared.failed("subscription count", &e))
+        self.shared.invoke::<i64>("subscription count", &call).await.map(drop)
     }
 
     pub(super) async fn add_connections(&self, app_id: &str, delta: i64) -> ClusterResult<()> {
         let cmd =
             redis::cmd("HINCRBY").arg(self.shared.keys.connections(self.shared.node)).arg(app_id).arg(delta).clone();
-        self.shared.commands.query::<i64>(&cmd).await.map(drop).map_err(|e| self.shared.failed("connection count", &e))
+        self.shared.query::<i64>("connection count", &cmd).await.map(drop)
     }
 
     /// The sum of one field of a per-node hash over the live nodes.
@@ -35,7 +30,7 @@ impl RedisState {
         let mut total = 0;
         for node in self.live_nodes().await? {
             let cmd = redis::cmd("HGET").arg(key_of(&self.shared.keys, node)).arg(field).clone();
-            let n: Option<i64> = self.shared.commands.query(&cmd).await.map_err(|e| self.shared.failed("count", &e))?;
+            let n: Option<i64> = self.shared.query("count", &cmd).await?;
             total += n.unwrap_or(0).max(0) as usize;
         }
         Ok(total)
@@ -46,8 +41,7 @@ impl RedisState {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for node in self.live_nodes().await? {
             let cmd = redis::cmd("HGETALL").arg(self.shared.keys.subscriptions(app_id, node)).clone();
-            let list: Vec<(String, i64)> =
-                self.shared.commands.query(&cmd).await.map_err(|e| self.shared.failed("channels", &e))?;
+            let list: Vec<(String, i64)> = self.shared.query("channels", &cmd).await?;
             for (channel, n) in list {
                 *counts.entry(channel).or_default() += n.max(0) as usize;
             }

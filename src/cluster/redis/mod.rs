@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::{Cluster, ClusterError, LocalNode};
+use super::{Cluster, ClusterError, ClusterResult, LocalNode};
 use crate::apps::AppStore;
 use connection::Commands;
 use keys::Keys;
@@ -80,6 +80,20 @@ impl Shared {
             debug!(error = %e, "Redis call failed: {what}");
         }
         ClusterError::Unavailable(format!("{what}: {e}"))
+    }
+
+    /// A command whose failure is logged, marks the node degraded and comes back as a `ClusterError`.
+    async fn query<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> ClusterResult<T> {
+        self.commands.query(cmd).await.map_err(|e| self.failed(what, &e))
+    }
+
+    /// A script call, likewise.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> ClusterResult<T> {
+        self.commands.invoke(call).await.map_err(|e| self.failed(what, &e))
     }
 
     /// The error for a question asked while the state is not to be trusted.

@@ -34,8 +34,7 @@ impl RedisState {
     pub(super) async fn live_nodes(&self) -> ClusterResult<Vec<u32>> {
         let since = now_ms() - self.shared.settings.node_timeout.as_millis() as i64;
         let cmd = redis::cmd("ZRANGEBYSCORE").arg(self.shared.keys.nodes()).arg(since).arg("+inf").clone();
-        let list: Vec<String> =
-            self.shared.commands.query(&cmd).await.map_err(|e| self.shared.failed("live nodes", &e))?;
+        let list: Vec<String> = self.shared.query("live nodes", &cmd).await?;
         let mut nodes: Vec<u32> = list.iter().filter_map(|n| n.parse().ok()).collect();
         if !nodes.contains(&self.shared.node) {
             nodes.push(self.shared.node);
@@ -90,12 +89,8 @@ impl RedisState {
     /// Removes a dead node's members (announced as gone), channels, counts and heartbeat.
     async fn reap(&self, dead: u32) -> ClusterResult<()> {
         let keys = &self.shared.keys;
-        let members: Vec<String> = self
-            .shared
-            .commands
-            .query(redis::cmd("SMEMBERS").arg(keys.node_presence(dead)))
-            .await
-            .map_err(|e| self.shared.failed("reap members", &e))?;
+        let members: Vec<String> =
+            self.shared.query("reap members", redis::cmd("SMEMBERS").arg(keys.node_presence(dead))).await?;
         for entry in members {
             let mut parts = entry.splitn(3, '\t');
             let (Some(app_id), Some(channel), Some(user_id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -109,12 +104,8 @@ impl RedisState {
                 });
             }
         }
-        let occupied: Vec<String> = self
-            .shared
-            .commands
-            .query(redis::cmd("SMEMBERS").arg(keys.node_occupancy(dead)))
-            .await
-            .map_err(|e| self.shared.failed("reap channels", &e))?;
+        let occupied: Vec<String> =
+            self.shared.query("reap channels", redis::cmd("SMEMBERS").arg(keys.node_occupancy(dead))).await?;
         for entry in occupied {
             let Some((app_id, channel)) = entry.split_once('\t') else { continue };
             if self.vacate_as(dead, app_id, channel).await? {

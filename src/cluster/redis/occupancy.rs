@@ -10,7 +10,7 @@ impl RedisState {
         let [holders, counts] = self.shared.keys.occupancy(app_id);
         let mut call = self.scripts.occupy.key(holders);
         call.key(counts).arg(channel).arg(self.shared.node);
-        let first: i64 = self.shared.commands.invoke(&call).await.map_err(|e| self.shared.failed("occupy", &e))?;
+        let first: i64 = self.shared.invoke("occupy", &call).await?;
         self.node_record(true, self.shared.keys.node_occupancy(self.shared.node), format!("{app_id}\t{channel}"))
             .await?;
         Ok(first == 1)
@@ -21,7 +21,7 @@ impl RedisState {
         let [holders, counts] = self.shared.keys.occupancy(app_id);
         let mut call = self.scripts.vacate.key(holders);
         call.key(counts).arg(channel).arg(node);
-        let last: i64 = self.shared.commands.invoke(&call).await.map_err(|e| self.shared.failed("vacate", &e))?;
+        let last: i64 = self.shared.invoke("vacate", &call).await?;
         self.node_record(false, self.shared.keys.node_occupancy(node), format!("{app_id}\t{channel}")).await?;
         Ok(last == 1)
     }

@@ -23,8 +23,7 @@ impl RedisState {
             .arg(self.shared.node)
             .arg(&info)
             .arg(max_members.min(i64::MAX as usize));
-        let (first, flat): (i64, Vec<String>) =
-            self.shared.commands.invoke(&call).await.map_err(|e| self.shared.failed("presence join", &e))?;
+        let (first, flat): (i64, Vec<String>) = self.shared.invoke("presence join", &call).await?;
         if first < 0 {
             return Ok(Join::Full);
         }
@@ -42,8 +41,7 @@ impl RedisState {
         let [refs, members, counts] = self.shared.keys.presence(app_id, channel);
         let mut call = self.scripts.leave.key(refs);
         call.key(members).key(counts).arg(user_id).arg(node);
-        let gone: i64 =
-            self.shared.commands.invoke(&call).await.map_err(|e| self.shared.failed("presence leave", &e))?;
+        let gone: i64 = self.shared.invoke("presence leave", &call).await?;
         self.node_record(false, self.shared.keys.node_presence(node), format!("{app_id}\t{channel}\t{user_id}"))
             .await?;
         Ok(gone == 1)
@@ -52,12 +50,7 @@ impl RedisState {
     /// The channel's members, each once, sorted by id.
     pub(super) async fn members_of(&self, app_id: &str, channel: &str) -> ClusterResult<Vec<Member>> {
         let [_, members, _] = self.shared.keys.presence(app_id, channel);
-        let list: Vec<(String, String)> = self
-            .shared
-            .commands
-            .query(redis::cmd("HGETALL").arg(members))
-            .await
-            .map_err(|e| self.shared.failed("members", &e))?;
+        let list: Vec<(String, String)> = self.shared.query("members", redis::cmd("HGETALL").arg(members)).await?;
         let mut list: Vec<Member> =
             list.into_iter().map(|(id, info)| (id, (!info.is_empty()).then_some(info))).collect();
         list.sort();
@@ -67,17 +60,13 @@ impl RedisState {
     /// How many members a presence channel has.
     pub(super) async fn member_count(&self, app_id: &str, channel: &str) -> ClusterResult<usize> {
         let [_, members, _] = self.shared.keys.presence(app_id, channel);
-        self.shared
-            .commands
-            .query(redis::cmd("HLEN").arg(members))
-            .await
-            .map_err(|e| self.shared.failed("member count", &e))
+        self.shared.query("member count", redis::cmd("HLEN").arg(members)).await
     }
 
     /// Adds `entry` to (or removes it from) one of a node's record sets, which the reaper reads back.
     pub(super) async fn node_record(&self, add: bool, key: String, entry: String) -> ClusterResult<()> {
         let cmd = redis::cmd(if add { "SADD" } else { "SREM" }).arg(key).arg(entry).clone();
-        self.shared.commands.query::<i64>(&cmd).await.map(drop).map_err(|e| self.shared.failed("node record", &e))
+        self.shared.query::<i64>("node record", &cmd).await.map(drop)
     }
 }
 

@@ -59,15 +59,25 @@ impl Drop for TestRedis {
     }
 }
 
-/// A node with no sockets of its own, for tests of the shared state.
-pub struct EmptyNode;
+/// A node with no sockets of its own that records what reaches it, for tests of the state and
+/// the broker.
+#[derive(Default)]
+pub struct RecordingNode(pub std::sync::Mutex<Vec<String>>);
 
-impl crate::cluster::LocalNode for EmptyNode {
-    fn deliver(&self, _broadcast: &crate::cluster::Broadcast) -> usize {
-        0
+impl RecordingNode {
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
     }
-    fn terminate_user(&self, _app_id: &str, _user_id: &str) -> usize {
-        0
+}
+
+impl crate::cluster::LocalNode for RecordingNode {
+    fn deliver(&self, b: &crate::cluster::Broadcast) -> usize {
+        self.0.lock().unwrap().push(format!("{}/{}: {}", b.app_id, b.channel.name, b.frame.as_str()));
+        1
+    }
+    fn terminate_user(&self, app_id: &str, user_id: &str) -> usize {
+        self.0.lock().unwrap().push(format!("terminate {app_id}/{user_id}"));
+        1
     }
     fn subscription_count(&self, _app_id: &str, _channel: &str) -> usize {
         0
@@ -104,5 +114,5 @@ pub async fn shared_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync:
 pub async fn state_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync::Arc<super::state::RedisState> {
     let shared = shared_on(redis, node, prefix).await;
     let apps = crate::apps::StaticApps::new(&[crate::config::AppConfig::new("1", "k", "s")]);
-    super::state::RedisState::new(shared, std::sync::Arc::new(EmptyNode), apps)
+    super::state::RedisState::new(shared, std::sync::Arc::new(RecordingNode::default()), apps)
 }
