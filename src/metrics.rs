@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub channels: usize,
     /// Apps with state on this node (made by their first connection, freed after their last).
     pub active_apps: usize,
+    /// pusher-js HTTP fallback sessions (`xhr_streaming`, `xhr_polling`) open on this node.
+    pub http_sessions: usize,
     pub cluster_healthy: bool,
     pub webhooks_delivered: u64,
     pub webhooks_failed_attempts: u64,
@@ -47,6 +49,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     gauge!("herald_subscriptions").set(snapshot.subscriptions as f64);
     gauge!("herald_channels").set(snapshot.channels as f64);
     gauge!("herald_active_apps").set(snapshot.active_apps as f64);
+    gauge!("herald_http_sessions").set(snapshot.http_sessions as f64);
     gauge!("herald_adapter_healthy").set(if snapshot.cluster_healthy { 1.0 } else { 0.0 });
     counter!("herald_webhook_deliveries_total").absolute(snapshot.webhooks_delivered);
     counter!("herald_webhook_failed_attempts_total").absolute(snapshot.webhooks_failed_attempts);

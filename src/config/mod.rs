@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub compression: Switch,
     /// Messages shorter than this, in bytes, go out uncompressed even when compression is agreed.
     pub compression_threshold: usize,
+    /// An HTTP fallback session (`xhr_streaming`, `xhr_polling`) that no receive request has
+    /// reached for this long, in milliseconds, expires like a closed socket.
+    pub http_session_timeout_ms: u64,
     pub tls: Option<TlsConfig>,
 }
 
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             echo_path: None,
             compression: Switch::On,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            http_session_timeout_ms: 30_000,
             metrics_token: None,
             dashboard: false,
             dashboard_password: None,

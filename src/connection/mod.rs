@@ -7,6 +7,7 @@
 //! out in one vectored write. WebSocket pings are answered here, through the same queue and
 //! byte limit; the close handshake is this transport's way of carrying a session's [`Exit`].
 
+pub mod http_fallback;
 mod plain_auth;
 
 use std::sync::Arc;
@@ -315,9 +316,9 @@ fn item_len(item: &Outgoing) -> usize {
     }
 }
 
-/// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
-async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(ws: &mut WebSocket<S>, exit: Exit) {
-    match &exit {
+/// Counts how a connection (of any transport) ended.
+fn count_exit(exit: &Exit) {
+    match exit {
         Exit::Gone => crate::metrics::disconnected(None),
         Exit::Pusher(code, _) => {
             if *code == ErrorCode::OverCapacity {
@@ -329,6 +330,11 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(ws: &mut WebSocket<S>
         Exit::Protocol(code, _) => crate::metrics::disconnected(Some(*code)),
         Exit::Policy(_) => crate::metrics::disconnected(Some(1008)),
     }
+}
+
+/// Says goodbye the way the exit calls for, bounded in time, then drops the socket.
+async fn goodbye<S: AsyncRead + AsyncWrite + Unpin + Send>(ws: &mut WebSocket<S>, exit: Exit) {
+    count_exit(&exit);
     let farewell = async {
         let sent = match exit {
             Exit::Gone => return,

@@ -7,6 +7,7 @@
 pub mod channel;
 pub mod error;
 pub mod frame;
+pub mod http_fallback;
 pub mod message;
 pub mod origin;
 pub mod plain;

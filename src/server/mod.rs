@@ -13,6 +13,7 @@ mod plain;
 mod routes;
 mod tls;
 mod websocket;
+mod xhr;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +51,10 @@ pub struct AppState {
     pub api_limits: Arc<api_limits::ApiLimits>,
     /// Wrong dashboard passwords per client address (see `dashboard::AuthBackoff`).
     pub dashboard_backoff: Arc<dashboard::AuthBackoff>,
+    /// The caps on open connections; HTTP fallback sessions hold a permit each too.
+    pub connection_limits: Arc<ConnectionLimits>,
+    /// pusher-js's HTTP fallback sessions on this node.
+    pub http_sessions: Arc<crate::connection::http_fallback::HttpSessions>,
 }
 
 /// A bound server, ready to run.
@@ -78,8 +83,15 @@ impl Server {
                 }
             }
         });
+        let connection_limits = ConnectionLimits::new(&config.server);
+        let http_sessions = crate::connection::http_fallback::HttpSessions::new(
+            Duration::from_millis(config.server.http_session_timeout_ms),
+            config.server.max_outbound_buffer,
+        );
         let state = AppState {
             hub,
+            connection_limits,
+            http_sessions,
             config: Arc::new(config),
             shutdown,
             open_sockets: Arc::new(AtomicUsize::new(0)),
@@ -103,7 +115,7 @@ impl Server {
         let Server { listener, state, tls } = self;
         let router = routes::router(state.clone());
         let header_timeout = Duration::from_millis(state.config.server.handshake_timeout_ms);
-        let limits = ConnectionLimits::new(&state.config.server);
+        let limits = state.connection_limits.clone();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = state.shutdown.cancelled() => break,

@@ -7,12 +7,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{http_api, plain, websocket, AppState};
+use super::{http_api, plain, websocket, xhr, AppState};
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/app/{key}", get(websocket::upgrade))
         .route("/ws/{key}/{room}", get(plain::upgrade))
+        .route("/pusher/app/{key}/{server}/{session}/xhr_streaming", post(xhr::streaming).options(xhr::preflight))
+        .route("/pusher/app/{key}/{server}/{session}/xhr", post(xhr::polling).options(xhr::preflight))
+        .route("/pusher/app/{key}/{server}/{session}/xhr_send", post(xhr::send).options(xhr::preflight))
         .route("/apps/{app_id}/events", post(http_api::events))
         .route("/apps/{app_id}/batch_events", post(http_api::batch_events))
         .route("/apps/{app_id}/channels", get(http_api::channels))
@@ -61,6 +64,7 @@ fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
         subscriptions: registry.total_subscriptions(),
         channels: registry.total_channels(),
         active_apps: registry.active_apps(),
+        http_sessions: state.http_sessions.len(),
         cluster_healthy: hub.healthy(),
         webhooks_delivered: webhooks.delivered.load(Relaxed),
         webhooks_failed_attempts: webhooks.failed_attempts.load(Relaxed),

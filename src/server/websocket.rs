@@ -198,7 +198,7 @@ where
 
 /// An `Origin` no allow-list matches: it has no scheme and so no host (see `origin_allowed`), and
 /// only `["*"]`, which checks nothing, lets it through.
-const REFUSED_ORIGIN: &str = "invalid-or-conflicting-origin";
+pub(super) const REFUSED_ORIGIN: &str = "invalid-or-conflicting-origin";
 
 /// The `Origin` to check against `allowed`: `Err` when a value is not visible ASCII (which used to
 /// pass as no Origin at all) or when one of several values is not allowed (all must be); with `*`
@@ -234,11 +234,12 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Counts an open WebSocket for the lifetime of its task.
-struct OpenSocket(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+/// Counts an open WebSocket (or HTTP fallback session) for the lifetime of its task, so that a
+/// shutdown waits for its goodbye.
+pub(super) struct OpenSocket(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl OpenSocket {
-    fn new(state: &AppState) -> Self {
+    pub(super) fn new(state: &AppState) -> Self {
         state.open_sockets.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         OpenSocket(state.open_sockets.clone())
     }

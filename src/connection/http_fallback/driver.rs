@@ -1,0 +1,250 @@
+//! One HTTP session's task: the session, its queue, and whichever receive response is attached.
+//!
+//! The loop is the WebSocket connection's, with requests in place of frames: an `xhr_send` is
+//! handed to the session, a receive request attaches its response body, and the queue is drained
+//! into that body (as `a[...]` lines) only when the body has room, so a client that stops reading
+//! fills its own bounded queue and is dropped as a slow consumer (4100), like a WebSocket one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+use super::{close_line, Command, Receiver};
+use crate::hub::{OutboundReceiver, Outgoing, OverflowSignal};
+use crate::protocol::http_fallback::{messages_line, HEARTBEAT, OPEN};
+use crate::protocol::{ErrorCode, Frame};
+use crate::session::{Exit, Liveness, PusherSession, Session};
+
+/// Most queued frames written as one `a[...]` line.
+const MAX_BATCH: usize = 256;
+/// How often an open stream (or a waiting poll) hears from the server when nothing else is said:
+/// proxies close idle responses, and the client answers a heartbeat with `xhr_send []`.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
+/// How long an ended session waits for a receive request to tell its client why (`c[...]`): a
+/// polling client is usually between two polls when its session ends.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Answers a refused session's first request: `o`, the error, `c[code,...]`.
+pub(super) async fn refuse(receiver: Receiver, exit: Exit) {
+    super::super::count_exit(&exit);
+    let mut lines = vec![Bytes::from_static(OPEN)];
+    if let Exit::Pusher(code, message) = &exit {
+        let error = Frame::error(*code, message);
+        lines.extend(messages_line([error.as_str()]).map(Bytes::from));
+    }
+    lines.extend(close_line(&exit));
+    for line in lines {
+        if receiver.lines.send(line).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The attached receive response, and since when it has been quiet (for the heartbeat).
+struct Attached {
+    receiver: Receiver,
+    since: Instant,
+}
+
+pub(super) struct Driver {
+    session: PusherSession,
+    rx: OutboundReceiver,
+    overflow: OverflowSignal,
+    liveness: Liveness,
+    inbox: mpsc::Receiver<Command>,
+    attached: Option<Attached>,
+    /// `o` goes out once, on the session's first receive response.
+    opened: bool,
+    /// Since when no receive request has been attached.
+    detached_since: Instant,
+    timeout: Duration,
+}
+
+impl Driver {
+    pub(super) fn new(
+        session: PusherSession,
+        rx: OutboundReceiver,
+        inbox: mpsc::Receiver<Command>,
+        timeout: Duration,
+    ) -> Driver {
+        let now = Instant::now();
+        let overflow = rx.overflow_signal();
+        let liveness = session.liveness(now);
+        Driver { session, rx, overflow, liveness, inbox, attached: None, opened: false, detached_since: now, timeout }
+    }
+
+    /// Serves the session until it ends, closes it, then tells a receive request why.
+    pub(super) async fn serve(mut self, shutdown: CancellationToken) {
+        let span = self.session.span();
+        async move {
+            debug!("http session opened");
+            let exit = Box::pin(self.run(&shutdown)).await;
+            debug!(?exit, "http session closing");
+            self.session.close(&exit).await;
+            super::super::count_exit(&exit);
+            Box::pin(self.goodbye(exit)).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) -> Exit {
+        loop {
+            let mut batch = Vec::new();
+            let wake_at = self.liveness.next_check();
+            let expires_at = self.detached_since + self.timeout;
+            let heartbeat_at = self.attached.as_ref().map(|a| a.since + HEARTBEAT_INTERVAL);
+            let attached = self.attached.is_some();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return Exit::Pusher(ErrorCode::Generic, "Server is shutting down".into());
+                }
+                _ = self.overflow.wait() => {
+                    return Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into());
+                }
+                command = self.inbox.recv() => {
+                    self.liveness.saw_activity(Instant::now());
+                    match command {
+                        None => return Exit::Gone,
+                        Some(Command::Send(messages)) => {
+                            for message in messages {
+                                crate::metrics::received(message.len());
+                                if let Some(exit) = Box::pin(self.session.on_text(message)).await {
+                                    return exit;
+                                }
+                            }
+                        }
+                        Some(Command::Attach(receiver)) => self.attach(receiver).await,
+                    }
+                }
+                _ = closed(self.attached.as_ref()), if attached => self.detach(),
+                n = self.rx.recv_many(&mut batch, MAX_BATCH), if attached => {
+                    if n == 0 {
+                        return Exit::Gone;
+                    }
+                    if let Err(exit) = self.write_batch(&mut batch).await {
+                        return exit;
+                    }
+                }
+                _ = sleep_until(heartbeat_at) => {
+                    self.write(Bytes::from_static(HEARTBEAT)).await;
+                    if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
+                        self.detach();
+                    } else if let Some(attached) = &mut self.attached {
+                        attached.since = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(expires_at), if !attached => {
+                    debug!("http session expired: nobody received for its timeout");
+                    return Exit::Gone;
+                }
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if let Err(code) = self.liveness.on_timer(Instant::now(), self.session.out()) {
+                        return Exit::Pusher(code, code.message().into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new receive response replaces the one attached (a stream the client reopened ends).
+    async fn attach(&mut self, receiver: Receiver) {
+        self.attached = Some(Attached { receiver, since: Instant::now() });
+        if !self.opened {
+            self.opened = true;
+            self.write(Bytes::from_static(OPEN)).await;
+        }
+    }
+
+    fn detach(&mut self) {
+        self.attached = None;
+        self.detached_since = Instant::now();
+    }
+
+    /// Writes a line to the attached response; a response whose client stopped reading is cut
+    /// off (its queue then fills, and the session ends as a slow consumer).
+    async fn write(&mut self, line: Bytes) {
+        let Some(attached) = &self.attached else { return };
+        let sent = tokio::select! {
+            sent = attached.receiver.lines.send(line) => sent.is_ok(),
+            _ = self.overflow.wait() => false,
+            _ = tokio::time::sleep(self.liveness.pong_timeout().max(Duration::from_secs(30))) => false,
+        };
+        if !sent {
+            attached.receiver.abort.cancel();
+            self.detach();
+        }
+    }
+
+    /// One `a[...]` line for everything queued; a poll then ends its response.
+    async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Exit> {
+        let mut then_close = None;
+        let mut frames = Vec::with_capacity(batch.len());
+        for item in batch.iter() {
+            match item {
+                Outgoing::Frame(frame) => frames.push(frame.as_str()),
+                Outgoing::Close { code, message } => {
+                    then_close = Some(Exit::Pusher(*code, message.clone()));
+                    break;
+                }
+                // WebSocket control frames: this transport's liveness is its requests.
+                Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Binary(_) => {}
+            }
+        }
+        let bytes = frames.iter().map(|f| f.len()).sum();
+        let count = frames.len();
+        let line = messages_line(frames);
+        self.rx.sent(batch);
+        batch.clear();
+        if let Some(line) = line {
+            crate::metrics::sent(count, bytes);
+            self.write(Bytes::from(line)).await;
+            if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
+                self.detach();
+            }
+        }
+        then_close.map_or(Ok(()), Err)
+    }
+
+    /// Tells the client why its session ended (`c[...]`), on the attached response or the next
+    /// one to arrive within [`CLOSE_GRACE`]; a request arriving later finds no session.
+    async fn goodbye(mut self, exit: Exit) {
+        let Some(line) = close_line(&exit) else { return };
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while self.attached.is_none() {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(Command::Attach(receiver))) => {
+                    self.attached = Some(Attached { receiver, since: Instant::now() })
+                }
+                Ok(Some(Command::Send(_))) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+        if let Some(attached) = self.attached.take() {
+            if !self.opened {
+                let _ = attached.receiver.lines.send(Bytes::from_static(OPEN)).await;
+            }
+            let _ = tokio::time::timeout(CLOSE_GRACE, attached.receiver.lines.send(line)).await;
+        }
+    }
+}
+
+/// Resolves when the attached response's client went away.
+async fn closed(attached: Option<&Attached>) {
+    match attached {
+        Some(attached) => attached.receiver.lines.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

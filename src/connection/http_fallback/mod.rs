@@ -1,0 +1,208 @@
+//! The HTTP transport: pusher-js's `xhr_streaming` and `xhr_polling` fallbacks, for networks where
+//! WebSocket does not get through.
+//!
+//! A WebSocket is one socket for one session; here a session outlives every request that carries
+//! it. So each session is a task of its own (the [`driver`]), owning the [`PusherSession`] and its
+//! outbound queue exactly as a WebSocket connection task does, and requests are messages to it:
+//! - a *receive* request (`xhr_streaming`, or `xhr` for polling) attaches a response body, which
+//!   the driver fills with `o` / `a[...]` / `h` / `c[...]` lines (streaming: until the client
+//!   reopens it; polling: one batch, or a heartbeat, then the response ends);
+//! - an `xhr_send` request hands the driver the client's messages, in order.
+//!
+//! The [`HttpSessions`] table finds a session by app key and its client-chosen
+//! `{server}/{session}` path. A session nobody receives for `http_session_timeout_ms` expires and
+//! ends like a closed socket (its channels, presence membership and webhooks). Every session holds
+//! a connection permit, so the server's connection caps (total and per address) bound them too.
+
+mod driver;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::session::{Exit, PusherHandshake, PusherSession};
+
+/// Requests a session may have queued and not yet handled (each `xhr_send` is one).
+const COMMAND_CAPACITY: usize = 32;
+/// Lines a receive response may have waiting for its client to read; then the driver stops taking
+/// from the session's queue, which fills and ends a client that does not read (4100).
+const BODY_CAPACITY: usize = 2;
+
+/// What a request asks of a session's driver.
+enum Command {
+    /// The messages of one `xhr_send`, in order.
+    Send(Vec<String>),
+    /// A receive request's response body.
+    Attach(Receiver),
+}
+
+/// The sending half of one receive response.
+pub struct Receiver {
+    lines: mpsc::Sender<Bytes>,
+    /// Cut the response off (a client that stopped reading): its body then ends with an error, so
+    /// the HTTP connection is closed rather than left holding unwritten bytes.
+    abort: CancellationToken,
+    polling: bool,
+}
+
+/// The body of one receive response: the lines its driver writes, ended when the driver lets go of
+/// it, or failed when the driver aborts it.
+pub struct ResponseBody {
+    lines: mpsc::Receiver<Bytes>,
+    abort: CancellationToken,
+}
+
+impl ResponseBody {
+    /// The body as a stream for the HTTP response.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        futures_util::stream::unfold(self, |mut body| async move {
+            tokio::select! {
+                biased;
+                _ = body.abort.cancelled() => {
+                    Some((Err(std::io::Error::other("the client stopped reading")), body))
+                }
+                line = body.lines.recv() => line.map(|line| (Ok(line), body)),
+            }
+        })
+    }
+}
+
+/// A receive response's two ends.
+pub fn response(polling: bool) -> (Receiver, ResponseBody) {
+    let (tx, rx) = mpsc::channel(BODY_CAPACITY);
+    let abort = CancellationToken::new();
+    (Receiver { lines: tx, abort: abort.clone(), polling }, ResponseBody { lines: rx, abort })
+}
+
+/// Why a request could not reach its session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// No such session here (never opened, expired or closed).
+    Unknown,
+    /// The session has more unhandled requests than [`COMMAND_CAPACITY`].
+    Busy,
+}
+
+/// The requests' way to a live session.
+struct Handle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// Which session: the app key and the client's `{server}/{session}`.
+type SessionKey = Box<str>;
+
+fn session_key(app_key: &str, session_path: &str) -> SessionKey {
+    format!("{app_key}/{session_path}").into_boxed_str()
+}
+
+/// Every HTTP session this node holds.
+pub struct HttpSessions {
+    sessions: DashMap<SessionKey, Arc<Handle>>,
+    timeout: Duration,
+    max_outbound_buffer: usize,
+}
+
+/// What opening a session needs besides the client's handshake: the shutdown signal, and a value
+/// held until the session ends (the server's connection permit and open-socket count).
+pub struct SessionContext<G> {
+    pub hub: Arc<Hub>,
+    pub shutdown: CancellationToken,
+    pub hold: G,
+}
+
+impl HttpSessions {
+    pub fn new(timeout: Duration, max_outbound_buffer: usize) -> Arc<HttpSessions> {
+        Arc::new(HttpSessions { sessions: DashMap::new(), timeout, max_outbound_buffer })
+    }
+
+    /// Open sessions (a gauge).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Hands `messages` to a session, in order.
+    pub fn send(&self, app_key: &str, session_path: &str, messages: Vec<String>) -> Result<(), SessionError> {
+        let handle = self.sessions.get(&session_key(app_key, session_path)).map(|h| h.clone());
+        let handle = handle.ok_or(SessionError::Unknown)?;
+        handle.commands.try_send(Command::Send(messages)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SessionError::Busy,
+            mpsc::error::TrySendError::Closed(_) => SessionError::Unknown,
+        })
+    }
+
+    /// Attaches a receive response to a session that exists; gives the response back when there is
+    /// none (or it just ended).
+    pub fn attach(&self, app_key: &str, session_path: &str, receiver: Receiver) -> Result<(), Receiver> {
+        let Some(handle) = self.sessions.get(&session_key(app_key, session_path)).map(|h| h.clone()) else {
+            return Err(receiver);
+        };
+        handle.commands.try_send(Command::Attach(receiver)).map_err(|e| match e.into_inner() {
+            Command::Attach(receiver) => receiver,
+            Command::Send(_) => unreachable!("an attach gives back its own receiver"),
+        })
+    }
+
+    /// Opens a session for its first receive request and attaches that request to it. A refused
+    /// session (unknown key, Origin, protocol, quota) answers the request with `o`, the error and
+    /// `c[code,...]`, as a WebSocket is answered with its error and close code.
+    pub async fn open<G: Send + 'static>(
+        self: &Arc<Self>,
+        session_path: &str,
+        handshake: PusherHandshake,
+        receiver: Receiver,
+        context: SessionContext<G>,
+    ) {
+        let key = session_key(&handshake.app_key, session_path);
+        let opened = PusherSession::open(context.hub, handshake, self.max_outbound_buffer).await;
+        let (session, rx) = match opened {
+            Ok(opened) => opened,
+            Err(exit) => return driver::refuse(receiver, exit).await,
+        };
+        let (commands, inbox) = mpsc::channel(COMMAND_CAPACITY);
+        let handle = Arc::new(Handle { commands });
+        // Two first requests for one new session (pusher-js never sends them): the later one's
+        // session is closed at once (its driver finds no requests), and its request joins the
+        // session that won.
+        let registered = match self.sessions.entry(key.clone()) {
+            Entry::Vacant(slot) => {
+                slot.insert(handle.clone());
+                let _ = handle.commands.try_send(Command::Attach(receiver));
+                Some(handle)
+            }
+            Entry::Occupied(winner) => {
+                let _ = winner.get().commands.try_send(Command::Attach(receiver));
+                None
+            }
+        };
+        let sessions = self.clone();
+        let driver = driver::Driver::new(session, rx, inbox, self.timeout);
+        tokio::spawn(async move {
+            let _hold = context.hold;
+            driver.serve(context.shutdown).await;
+            if let Some(handle) = registered {
+                sessions.sessions.remove_if(&key, |_, h| Arc::ptr_eq(h, &handle));
+            }
+        });
+    }
+}
+
+/// The `c[...]` answer for a session's end.
+fn close_line(exit: &Exit) -> Option<Bytes> {
+    let line = match exit {
+        Exit::Gone => return None,
+        Exit::Pusher(code, message) => crate::protocol::http_fallback::close_line(code.code(), message),
+        Exit::Protocol(code, reason) => crate::protocol::http_fallback::close_line(*code, reason),
+        Exit::Policy(reason) => crate::protocol::http_fallback::close_line(1008, reason),
+    };
+    Some(Bytes::from(line))
+}

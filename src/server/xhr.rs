@@ -1,0 +1,161 @@
+//! `POST {path}/pusher/app/{key}/{server}/{session}/{xhr_streaming | xhr | xhr_send}`: pusher-js's
+//! HTTP fallbacks, served where its default `httpPath` (`/pusher`) looks for them.
+//!
+//! Receive requests (`xhr_streaming`, `xhr`) open their session on first sight and answer with a
+//! streamed body; `xhr_send` hands a session the client's messages. Browsers call these from the
+//! app's page, so every answer carries CORS headers for an allowed `Origin`, and preflights are
+//! answered here. The sessions themselves live in `crate::connection::http_fallback`.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::limits::ConnInfo;
+use super::websocket::{checked_origin, OpenSocket, REFUSED_ORIGIN};
+use super::AppState;
+use crate::connection::http_fallback::{response, SessionContext, SessionError};
+use crate::protocol::http_fallback::{parse_send_body, valid_session_path, SendBodyError};
+use crate::protocol::signature::decode_query;
+use crate::session::PusherHandshake;
+
+/// The path parameters of every fallback request.
+type SessionPath = Path<(String, String, String)>;
+
+pub async fn streaming(State(state): State<AppState>, Path(path): SessionPath, request: Request) -> Response {
+    receive(state, path, false, request).await
+}
+
+pub async fn polling(State(state): State<AppState>, Path(path): SessionPath, request: Request) -> Response {
+    receive(state, path, true, request).await
+}
+
+/// A receive request: attaches to its session, or opens it.
+async fn receive(
+    state: AppState,
+    (key, server, session): (String, String, String),
+    polling: bool,
+    request: Request,
+) -> Response {
+    let cors = cors(&state, &key, request.headers());
+    if !valid_session_path(&server, &session) {
+        return refuse(StatusCode::BAD_REQUEST, "Invalid session path: expected /{server}/{session}", cors);
+    }
+    let session_path = format!("{server}/{session}");
+    let (receiver, body) = response(polling);
+    if let Err(receiver) = state.http_sessions.attach(&key, &session_path, receiver) {
+        // Each session holds a connection permit, so the server's caps bound sessions too.
+        let Some(info) = request.extensions().get::<ConnInfo>() else {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "No connection information", cors);
+        };
+        let permit = match state.connection_limits.admit(info.peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                crate::metrics::connection_refused(refusal.label());
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "Too many connections, try again later", cors);
+            }
+        };
+        let protocol = request
+            .uri()
+            .query()
+            .and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "protocol"))
+            .map(|(_, v)| v);
+        let allowed = state.hub.app_by_key(&key).map(|app| app.allowed_origins.clone()).unwrap_or_default();
+        // A refused Origin is one no allow-list matches: the session is refused with 4009.
+        let origin = checked_origin(request.headers(), &allowed).unwrap_or_else(|()| Some(REFUSED_ORIGIN.to_owned()));
+        let handshake = PusherHandshake { app_key: key, protocol, origin };
+        let context = SessionContext {
+            hub: state.hub.clone(),
+            shutdown: state.shutdown.clone(),
+            hold: (OpenSocket::new(&state), permit),
+        };
+        let sessions = state.http_sessions.clone();
+        // In a task of its own: the session's first lines are written into the body returned here.
+        tokio::spawn(async move { sessions.open(&session_path, handshake, receiver, context).await });
+    }
+    let mut response = Response::new(Body::from_stream(body.into_stream()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // nginx buffers responses unless told not to: a buffered stream delivers nothing.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    with_cors(response, cors)
+}
+
+/// `xhr_send`: a JSON array of serialised Pusher messages for a session.
+pub async fn send(
+    State(state): State<AppState>,
+    Path((key, server, session)): SessionPath,
+    request: Request,
+) -> Response {
+    let cors = cors(&state, &key, request.headers());
+    if !valid_session_path(&server, &session) {
+        return refuse(StatusCode::BAD_REQUEST, "Invalid session path: expected /{server}/{session}", cors);
+    }
+    let Some(app) = state.hub.app_by_key(&key) else {
+        return refuse(StatusCode::NOT_FOUND, "Unknown app key", cors);
+    };
+    // Room for one message at the size limit, JSON-escaped.
+    let limit = app.max_message_size.saturating_mul(2).saturating_add(1024);
+    let deadline = std::time::Duration::from_millis(state.config.server.handshake_timeout_ms);
+    let body = match tokio::time::timeout(deadline, to_bytes(request.into_body(), limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "Body is larger than the message size limit", cors),
+        Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "The body did not arrive in time", cors),
+    };
+    let messages = match parse_send_body(&body, app.max_message_size) {
+        Ok(messages) => messages,
+        Err(e @ SendBodyError::TooLarge(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string(), cors),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string(), cors),
+    };
+    match state.http_sessions.send(&key, &format!("{server}/{session}"), messages) {
+        Ok(()) => with_cors(StatusCode::NO_CONTENT.into_response(), cors),
+        Err(SessionError::Unknown) => refuse(StatusCode::NOT_FOUND, "Unknown session: open a new one", cors),
+        Err(SessionError::Busy) => {
+            refuse(StatusCode::TOO_MANY_REQUESTS, "Too many messages waiting for this session", cors)
+        }
+    }
+}
+
+/// A CORS preflight: allowed for the app's `allowed_origins`, refused (403) for any other.
+pub async fn preflight(State(state): State<AppState>, Path((key, _, _)): SessionPath, headers: HeaderMap) -> Response {
+    if state.hub.app_by_key(&key).is_none() {
+        return refuse(StatusCode::NOT_FOUND, "Unknown app key", None);
+    }
+    let Some(origin) = cors(&state, &key, &headers) else {
+        return refuse(StatusCode::FORBIDDEN, "Origin not allowed", None);
+    };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    with_cors(response, Some(origin))
+}
+
+/// The `Access-Control-Allow-Origin` an answer to this request carries: the request's `Origin`
+/// when the app allows it, nothing otherwise (so a browser keeps the answer from the page).
+fn cors(state: &AppState, key: &str, headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
+    let app = state.hub.app_by_key(key)?;
+    match checked_origin(headers, &app.allowed_origins) {
+        Ok(_) => Some(origin.clone()),
+        Err(()) => None,
+    }
+}
+
+fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    response
+}
+
+fn refuse(status: StatusCode, message: &str, cors: Option<HeaderValue>) -> Response {
+    with_cors((status, Json(json!({ "error": message }))).into_response(), cors)
+}
