@@ -116,9 +116,27 @@ impl Server {
         let router = routes::router(state.clone());
         let header_timeout = Duration::from_millis(state.config.server.handshake_timeout_ms);
         let limits = state.connection_limits.clone();
+        // After a shutdown signal, connections are still accepted while HTTP fallback sessions are
+        // saying goodbye: a polling client is between two polls (on a new connection, for
+        // pusher-js's Node build) when the signal comes, and its next poll must get its 4200.
+        let mut drain_until = None;
         loop {
+            let draining = drain_until.is_some();
+            if draining && state.http_sessions.count() == 0 {
+                break;
+            }
             let (stream, peer) = tokio::select! {
-                _ = state.shutdown.cancelled() => break,
+                _ = state.shutdown.cancelled(), if !draining => {
+                    info!("shutting down: closing connections with 4200 so clients reconnect");
+                    drain_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                    continue;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)), if draining => {
+                    if drain_until.is_some_and(|until| tokio::time::Instant::now() >= until) {
+                        break;
+                    }
+                    continue;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -146,7 +164,7 @@ impl Server {
             let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE).with_interval(TCP_KEEPALIVE);
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             let router = router.clone();
-            let shutdown = state.shutdown.clone();
+            let shutdown = Shutdown { signal: state.shutdown.clone(), http_sessions: state.http_sessions.clone() };
             match tls.clone() {
                 None => {
                     tokio::spawn(serve_http(stream, router, header_timeout, shutdown, info));
@@ -163,7 +181,6 @@ impl Server {
                 }
             }
         }
-        info!("shutting down: closing connections with 4200 so clients reconnect");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while state.open_sockets.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -190,13 +207,8 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted stream, plain or TLS.
-async fn serve_http<S>(
-    stream: S,
-    router: axum::Router,
-    header_timeout: Duration,
-    shutdown: CancellationToken,
-    info: ConnInfo,
-) where
+async fn serve_http<S>(stream: S, router: axum::Router, header_timeout: Duration, shutdown: Shutdown, info: ConnInfo)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
@@ -215,9 +227,28 @@ async fn serve_http<S>(
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         }
-        _ = shutdown.cancelled() => {
+        _ = shutdown.http_sessions_gone() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+/// What an HTTP connection watches to know when to wind down.
+struct Shutdown {
+    signal: CancellationToken,
+    http_sessions: Arc<crate::connection::http_fallback::HttpSessions>,
+}
+
+impl Shutdown {
+    /// Resolves once the server is shutting down and no HTTP fallback session is left (or the
+    /// grace is over): until then a keep-alive connection still carries a browser's next poll, which
+    /// gets the session's 4200.
+    async fn http_sessions_gone(&self) {
+        self.signal.cancelled().await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.http_sessions.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -64,7 +64,7 @@ fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
         subscriptions: registry.total_subscriptions(),
         channels: registry.total_channels(),
         active_apps: registry.active_apps(),
-        http_sessions: state.http_sessions.len(),
+        http_sessions: state.http_sessions.count(),
         cluster_healthy: hub.healthy(),
         webhooks_delivered: webhooks.delivered.load(Relaxed),
         webhooks_failed_attempts: webhooks.failed_attempts.load(Relaxed),

@@ -199,6 +199,16 @@ impl TestServer {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// The value of a metric (summed over its labels) on `/metrics`; 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = reqwest::get(url).await.expect("GET /metrics").text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> u16 {
         let body = serde_json::json!({"name": event, "channel": channel, "data": data}).to_string();
         self.api("POST", &format!("/apps/{APP_ID}/events"), &body, &[]).await.0

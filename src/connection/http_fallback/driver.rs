@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use super::{close_line, Command, Receiver};
+use super::{Command, Receiver};
 use crate::hub::{OutboundReceiver, Outgoing, OverflowSignal};
-use crate::protocol::http_fallback::{messages_line, HEARTBEAT, OPEN};
+use crate::protocol::http_fallback::{self, messages_line, HEARTBEAT, OPEN};
 use crate::protocol::{ErrorCode, Frame};
 use crate::session::{Exit, Liveness, PusherSession, Session};
 
@@ -28,20 +28,24 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 /// polling client is usually between two polls when its session ends.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Answers a refused session's first request: `o`, the error, `c[code,...]`.
+/// Answers a refused session's first request: `o`, then the farewell.
 pub(super) async fn refuse(receiver: Receiver, exit: Exit) {
     super::super::count_exit(&exit);
-    let mut lines = vec![Bytes::from_static(OPEN)];
-    if let Exit::Pusher(code, message) = &exit {
-        let error = Frame::error(*code, message);
-        lines.extend(messages_line([error.as_str()]).map(Bytes::from));
-    }
-    lines.extend(close_line(&exit));
-    for line in lines {
+    for line in std::iter::once(Bytes::from_static(OPEN)).chain(farewell(&exit)) {
         if receiver.lines.send(line).await.is_err() {
             return;
         }
     }
+}
+
+/// How a session's end is told, as on a WebSocket: the `pusher:error` (pusher-js reports its code),
+/// then `c[code,"reason"]`. Nothing for a client that is gone.
+fn farewell(exit: &Exit) -> Vec<Bytes> {
+    let error = match exit {
+        Exit::Pusher(code, message) => messages_line([Frame::error(*code, message).as_str()]),
+        _ => None,
+    };
+    error.map(Bytes::from).into_iter().chain(close_line(exit)).collect()
 }
 
 /// The attached receive response, and since when it has been quiet (for the heartbeat).
@@ -214,7 +218,10 @@ impl Driver {
     /// Tells the client why its session ended (`c[...]`), on the attached response or the next
     /// one to arrive within [`CLOSE_GRACE`]; a request arriving later finds no session.
     async fn goodbye(mut self, exit: Exit) {
-        let Some(line) = close_line(&exit) else { return };
+        let lines = farewell(&exit);
+        if lines.is_empty() {
+            return;
+        }
         let deadline = Instant::now() + CLOSE_GRACE;
         while self.attached.is_none() {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
@@ -225,13 +232,27 @@ impl Driver {
                 Ok(None) | Err(_) => return,
             }
         }
-        if let Some(attached) = self.attached.take() {
-            if !self.opened {
-                let _ = attached.receiver.lines.send(Bytes::from_static(OPEN)).await;
+        let Some(attached) = self.attached.take() else { return };
+        let _ = tokio::time::timeout_at(deadline + CLOSE_GRACE, async {
+            for line in lines {
+                if attached.receiver.lines.send(line).await.is_err() {
+                    return;
+                }
             }
-            let _ = tokio::time::timeout(CLOSE_GRACE, attached.receiver.lines.send(line)).await;
-        }
+        })
+        .await;
     }
+}
+
+/// The `c[...]` answer for a session's end.
+fn close_line(exit: &Exit) -> Option<Bytes> {
+    let line = match exit {
+        Exit::Gone => return None,
+        Exit::Pusher(code, message) => http_fallback::close_line(code.code(), message),
+        Exit::Protocol(code, reason) => http_fallback::close_line(*code, reason),
+        Exit::Policy(reason) => http_fallback::close_line(1008, reason),
+    };
+    Some(Bytes::from(line))
 }
 
 /// Resolves when the attached response's client went away.

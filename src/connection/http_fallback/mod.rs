@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
-use crate::session::{Exit, PusherHandshake, PusherSession};
+use crate::session::{PusherHandshake, PusherSession};
 
 /// Requests a session may have queued and not yet handled (each `xhr_send` is one).
 const COMMAND_CAPACITY: usize = 32;
@@ -122,12 +122,8 @@ impl HttpSessions {
     }
 
     /// Open sessions (a gauge).
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
     }
 
     /// Hands `messages` to a session, in order.
@@ -194,15 +190,4 @@ impl HttpSessions {
             }
         });
     }
-}
-
-/// The `c[...]` answer for a session's end.
-fn close_line(exit: &Exit) -> Option<Bytes> {
-    let line = match exit {
-        Exit::Gone => return None,
-        Exit::Pusher(code, message) => crate::protocol::http_fallback::close_line(code.code(), message),
-        Exit::Protocol(code, reason) => crate::protocol::http_fallback::close_line(*code, reason),
-        Exit::Policy(reason) => crate::protocol::http_fallback::close_line(1008, reason),
-    };
-    Some(Bytes::from(line))
 }

@@ -137,6 +137,7 @@ async function startHerald(options = {}) {
   const server = {
     host,
     port,
+    child, // the Herald process (e.g. to send it SIGTERM)
     configPath,
     config,
     httpUrl: `http://${host}:${port}`,
