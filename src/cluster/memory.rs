@@ -92,4 +92,13 @@ impl ClusterState for MemoryState {
     fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterEvent>> {
         None
     }
+
+    /// One node: every session is this node's.
+    async fn hold_http_session(&self, _session: &str, _url: &str, _ttl: std::time::Duration) -> ClusterResult<()> {
+        Ok(())
+    }
+
+    async fn http_session_holder(&self, _session: &str) -> ClusterResult<Option<String>> {
+        Ok(None)
+    }
 }

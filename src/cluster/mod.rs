@@ -134,6 +134,11 @@ pub trait ClusterState: Send + Sync + 'static {
     /// Changes noticed without any local socket (a dead node's members and channels), for the hub
     /// to announce. Taken once.
     fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<ClusterEvent>>;
+    /// This node holds the HTTP fallback session `session` and serves it at `url`, for `ttl` (each
+    /// receive request it serves renews it), so other nodes relay that session's requests here.
+    async fn hold_http_session(&self, session: &str, url: &str, ttl: std::time::Duration) -> ClusterResult<()>;
+    /// The URL of the node holding the HTTP fallback session `session`, if any node does.
+    async fn http_session_holder(&self, session: &str) -> ClusterResult<Option<String>>;
 }
 
 /// Something the cluster noticed that no local socket did: a dead node's member or channel gone.

@@ -298,6 +298,10 @@ pub struct ScalingConfig {
     pub channel: Option<String>,
     /// A node silent this long (no heartbeat) is declared dead and its presence members removed.
     pub node_timeout_ms: Option<u64>,
+    /// How the other nodes reach this one, e.g. `http://10.0.0.5:8080`: they relay requests of the
+    /// HTTP fallback sessions this node holds to it. Default `http://{host}:{port}` when `[server]
+    /// host` is a specific address; without one, a load balancer must keep each session on one node.
+    pub node_url: Option<String>,
 }
 
 impl ScalingConfig {
@@ -312,6 +316,20 @@ impl ScalingConfig {
             .filter(|u| !u.is_empty())
             .collect();
         urls
+    }
+
+    /// This node's URL for the others (see `node_url`), if it has one.
+    pub fn node_url(&self, server: &ServerConfig) -> Option<String> {
+        if let Some(url) = &self.node_url {
+            return Some(url.trim_end_matches('/').to_owned());
+        }
+        let ip: std::net::IpAddr = server.host.parse().ok()?;
+        if ip.is_unspecified() {
+            return None;
+        }
+        let scheme = if server.tls.is_some() { "https" } else { "http" };
+        let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+        Some(format!("{scheme}://{host}:{}", server.port))
     }
 
     pub fn prefix(&self) -> String {

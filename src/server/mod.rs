@@ -55,6 +55,8 @@ pub struct AppState {
     pub connection_limits: Arc<ConnectionLimits>,
     /// pusher-js's HTTP fallback sessions on this node.
     pub http_sessions: Arc<crate::connection::http_fallback::HttpSessions>,
+    /// With several nodes: how requests for a session another node holds reach it.
+    pub relay: Option<Arc<xhr::Relay>>,
 }
 
 /// A bound server, ready to run.
@@ -88,7 +90,18 @@ impl Server {
             Duration::from_millis(config.server.http_session_timeout_ms),
             config.server.max_outbound_buffer,
         );
+        let relay = match (config.scaling.enabled, config.scaling.node_url(&config.server)) {
+            (true, Some(url)) => {
+                Some(Arc::new(xhr::Relay::new(url, Duration::from_millis(config.server.http_session_timeout_ms))?))
+            }
+            (true, None) => {
+                warn!("[scaling] node_url is not set and [server] host is not a specific address: HTTP fallback sessions are not relayed between nodes, so the load balancer must keep each on one node");
+                None
+            }
+            (false, _) => None,
+        };
         let state = AppState {
+            relay,
             hub,
             connection_limits,
             http_sessions,

@@ -5,8 +5,15 @@
 //! streamed body; `xhr_send` hands a session the client's messages. Browsers call these from the
 //! app's page, so every answer carries CORS headers for an allowed `Origin`, and preflights are
 //! answered here. The sessions themselves live in `crate::connection::http_fallback`.
+//!
+//! Behind a load balancer without sticky sessions, a session's requests reach any node. The node
+//! that opened a session records in the cluster state that it holds it (with its `node_url`); a
+//! node that gets a request for a session it does not hold relays the request to the holder and
+//! streams the answer back (see [`Relay`]).
 
-use axum::body::{to_bytes, Body};
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +30,90 @@ use crate::session::PusherHandshake;
 
 /// The path parameters of every fallback request.
 type SessionPath = Path<(String, String, String)>;
+
+/// Marks a request one node relayed to another: it is served where it arrives, never relayed again.
+const RELAYED: &str = "x-herald-relayed";
+
+/// Relaying requests to the node that holds their session.
+pub struct Relay {
+    /// This node's URL, as the others reach it.
+    url: String,
+    client: reqwest::Client,
+    /// How long the cluster's record of a held session lasts unless renewed.
+    ttl: Duration,
+}
+
+impl Relay {
+    pub fn new(url: String, session_timeout: Duration) -> anyhow::Result<Relay> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Relay { url, client, ttl: (session_timeout * 2).max(Duration::from_secs(60)) })
+    }
+
+    /// The node holding `session` when it is another one (and this request was not relayed already).
+    async fn holder_elsewhere(&self, state: &AppState, session: &str, headers: &HeaderMap) -> Option<String> {
+        if headers.contains_key(RELAYED) {
+            return None;
+        }
+        match state.hub.cluster().http_session_holder(session).await {
+            Ok(Some(url)) if url != self.url => Some(url),
+            _ => None,
+        }
+    }
+
+    /// Sends the request on to `holder` and streams its answer back; `None` when the holder cannot
+    /// be reached (the request is then served here: a session that is gone is opened anew).
+    async fn forward(&self, holder: &str, path_and_query: &str, headers: &HeaderMap, body: Bytes) -> Option<Response> {
+        let mut request = self.client.post(format!("{holder}{path_and_query}")).header(RELAYED, "1").body(body);
+        for name in [header::ORIGIN, header::CONTENT_TYPE] {
+            for value in headers.get_all(&name) {
+                request = request.header(&name, value);
+            }
+        }
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %e, "relay to the session's node failed: serving here");
+                return None;
+            }
+        };
+        let status = answer.status();
+        let mut kept = HeaderMap::new();
+        for (name, value) in answer.headers() {
+            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING && name != header::CONNECTION {
+                kept.append(name, value.clone());
+            }
+        }
+        let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
+        *response.status_mut() = status;
+        *response.headers_mut() = kept;
+        Some(response)
+    }
+
+    /// Tells the cluster this node holds `session`, now and then while it is in use.
+    fn renew(&self, state: &AppState, key: &str, session_path: &str) {
+        if state.http_sessions.renewal_due(key, session_path, self.ttl / 4) {
+            self.hold(state, format!("{key}/{session_path}"));
+        }
+    }
+
+    fn hold(&self, state: &AppState, session: String) {
+        let (hub, url, ttl) = (state.hub.clone(), self.url.clone(), self.ttl);
+        tokio::spawn(async move {
+            if let Err(e) = hub.cluster().hold_http_session(&session, &url, ttl).await {
+                tracing::debug!(error = %e, "could not record the http session's node");
+            }
+        });
+    }
+}
+
+/// The request's path and query as the client sent them (with any `[server] path` prefix).
+fn path_and_query(request: &Request) -> String {
+    let uri = request.extensions().get::<axum::extract::OriginalUri>().map_or(request.uri(), |o| &o.0);
+    uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+}
 
 pub async fn streaming(State(state): State<AppState>, Path(path): SessionPath, request: Request) -> Response {
     receive(state, path, false, request).await
@@ -45,7 +136,20 @@ async fn receive(
     }
     let session_path = format!("{server}/{session}");
     let (receiver, body) = response(polling);
-    if let Err(receiver) = state.http_sessions.attach(&key, &session_path, receiver) {
+    let attached = state.http_sessions.attach(&key, &session_path, receiver);
+    if let (Err(_), Some(relay)) = (&attached, &state.relay) {
+        if let Some(holder) = relay.holder_elsewhere(&state, &format!("{key}/{session_path}"), request.headers()).await
+        {
+            let target = path_and_query(&request);
+            if let Some(answer) = relay.forward(&holder, &target, request.headers(), Bytes::new()).await {
+                return answer;
+            }
+        }
+    }
+    if let (Ok(()), Some(relay)) = (&attached, &state.relay) {
+        relay.renew(&state, &key, &session_path);
+    }
+    if let Err(receiver) = attached {
         // Each session holds a connection permit, so the server's caps bound sessions too.
         let Some(info) = request.extensions().get::<ConnInfo>() else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "No connection information", cors);
@@ -72,8 +176,17 @@ async fn receive(
             hold: (OpenSocket::new(&state), permit),
         };
         let sessions = state.http_sessions.clone();
+        let relay = state.relay.clone();
+        let cluster_state = state.clone();
         // In a task of its own: the session's first lines are written into the body returned here.
-        tokio::spawn(async move { sessions.open(&session_path, handshake, receiver, context).await });
+        // The cluster learns that this node holds the session before its client hears of it.
+        tokio::spawn(async move {
+            if let Some(relay) = relay {
+                let session = format!("{}/{session_path}", handshake.app_key);
+                let _ = cluster_state.hub.cluster().hold_http_session(&session, &relay.url, relay.ttl).await;
+            }
+            sessions.open(&session_path, handshake, receiver, context).await
+        });
     }
     let mut response = Response::new(Body::from_stream(body.into_stream()));
     let headers = response.headers_mut();
@@ -98,6 +211,7 @@ pub async fn send(
     let Some(app) = state.hub.app_by_key(&key) else {
         return refuse(StatusCode::NOT_FOUND, "Unknown app key", cors);
     };
+    let (headers, target) = (request.headers().clone(), path_and_query(&request));
     // Room for one message at the size limit, JSON-escaped.
     let limit = app.max_message_size.saturating_mul(2).saturating_add(1024);
     let deadline = std::time::Duration::from_millis(state.config.server.handshake_timeout_ms);
@@ -111,8 +225,22 @@ pub async fn send(
         Err(e @ SendBodyError::TooLarge(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string(), cors),
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string(), cors),
     };
-    match state.http_sessions.send(&key, &format!("{server}/{session}"), messages) {
-        Ok(()) => with_cors(StatusCode::NO_CONTENT.into_response(), cors),
+    let session_path = format!("{server}/{session}");
+    let sent = state.http_sessions.send(&key, &session_path, messages);
+    if let (Err(SessionError::Unknown), Some(relay)) = (&sent, &state.relay) {
+        if let Some(holder) = relay.holder_elsewhere(&state, &format!("{key}/{session_path}"), &headers).await {
+            if let Some(answer) = relay.forward(&holder, &target, &headers, body).await {
+                return answer;
+            }
+        }
+    }
+    match sent {
+        Ok(()) => {
+            if let Some(relay) = &state.relay {
+                relay.renew(&state, &key, &session_path);
+            }
+            with_cors(StatusCode::NO_CONTENT.into_response(), cors)
+        }
         Err(SessionError::Unknown) => refuse(StatusCode::NOT_FOUND, "Unknown session: open a new one", cors),
         Err(SessionError::Busy) => {
             refuse(StatusCode::TOO_MANY_REQUESTS, "Too many messages waiting for this session", cors)

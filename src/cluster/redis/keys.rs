@@ -55,6 +55,11 @@ impl Keys {
         self.key(&format!("node:{node}:occ"))
     }
 
+    /// Which node's URL serves an HTTP fallback session (`app key/server/session`).
+    pub fn http_session(&self, session: &str) -> String {
+        self.key(&format!("xhr:{session}"))
+    }
+
     /// Live nodes, scored by their last heartbeat (ms since the epoch).
     pub fn nodes(&self) -> String {
         self.key("nodes")

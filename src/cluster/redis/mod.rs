@@ -17,6 +17,7 @@ mod broker;
 mod bus;
 mod connection;
 mod counts;
+mod http_sessions;
 mod keys;
 mod nodes;
 mod occupancy;

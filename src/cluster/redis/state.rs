@@ -142,4 +142,13 @@ impl ClusterState for RedisState {
     fn take_events(&self) -> Option<mpsc::Receiver<ClusterEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
     }
+
+    async fn hold_http_session(&self, session: &str, url: &str, ttl: std::time::Duration) -> ClusterResult<()> {
+        self.record_http_session(session, url, ttl).await
+    }
+
+    async fn http_session_holder(&self, session: &str) -> ClusterResult<Option<String>> {
+        self.trusted()?;
+        self.find_http_session(session).await
+    }
 }

@@ -92,6 +92,8 @@ pub enum SessionError {
 /// The requests' way to a live session.
 struct Handle {
     commands: mpsc::Sender<Command>,
+    /// When the cluster was last told this node holds the session (see [`HttpSessions::renewal_due`]).
+    renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Which session: the app key and the client's `{server}/{session}`.
@@ -124,6 +126,21 @@ impl HttpSessions {
     /// Open sessions (a gauge).
     pub fn count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Whether the cluster should be told again that this node holds the session (at most once
+    /// per `every`), so that its record outlives it while it is in use without a write per request.
+    pub fn renewal_due(&self, app_key: &str, session_path: &str, every: Duration) -> bool {
+        let Some(handle) = self.sessions.get(&session_key(app_key, session_path)).map(|h| h.clone()) else {
+            return false;
+        };
+        let mut renewed_at = handle.renewed_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        if renewed_at.is_some_and(|at| now.duration_since(at) < every) {
+            return false;
+        }
+        *renewed_at = Some(now);
+        true
     }
 
     /// Hands `messages` to a session, in order.
@@ -165,7 +182,7 @@ impl HttpSessions {
             Err(exit) => return driver::refuse(receiver, exit).await,
         };
         let (commands, inbox) = mpsc::channel(COMMAND_CAPACITY);
-        let handle = Arc::new(Handle { commands });
+        let handle = Arc::new(Handle { commands, renewed_at: std::sync::Mutex::new(None) });
         // Two first requests for one new session (pusher-js never sends them): the later one's
         // session is closed at once (its driver finds no requests), and its request joins the
         // session that won.

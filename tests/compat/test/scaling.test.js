@@ -126,3 +126,73 @@ test('presence members are counted once across nodes and leave everywhere', asyn
     message: 'one member left',
   });
 });
+
+// =============================================================================================
+// HTTP fallbacks behind a load balancer without sticky sessions
+
+/**
+ * A round-robin TCP balancer in front of `backends`: each new connection goes to the next one.
+ * pusher-js's Node build opens a connection per HTTP request, so a session's requests alternate
+ * between the nodes.
+ */
+async function roundRobin(backends) {
+  let next = 0;
+  const hits = backends.map(() => 0);
+  const sockets = new Set();
+  const balancer = net.createServer((client) => {
+    const i = next++ % backends.length;
+    hits[i]++;
+    const upstream = net.connect(backends[i].port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => { client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => balancer.listen(0, '127.0.0.1', resolve));
+  return {
+    port: balancer.address().port,
+    hits,
+    close() {
+      for (const s of sockets) s.destroy();
+      balancer.close();
+    },
+  };
+}
+
+async function httpSessionsOn(node) {
+  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('herald_http_sessions '));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+for (const transport of ['xhr_polling', 'xhr_streaming']) {
+  test(`${transport} through a balancer alternating between two nodes: one session, relayed, nothing lost`, async () => {
+    const balancer = await roundRobin([nodes[0], nodes[1]]);
+    // Sessions of earlier tests linger until their timeout: count this one by difference.
+    const before = [await httpSessionsOn(nodes[0]), await httpSessionsOn(nodes[1])];
+    try {
+      const pusher = nodes[0].client(undefined, {
+        enabledTransports: [transport],
+        httpHost: '127.0.0.1',
+        httpPort: balancer.port,
+      });
+      await waitForState(pusher, 'connected', 8000);
+      const channel = await subscribe(pusher, `rr-${transport}`, 8000);
+      const got = [];
+      channel.bind('tick', (d) => got.push(d.i));
+      const sdk = nodes[2].sdk();
+      for (let i = 0; i < 20; i++) await sdk.trigger(`rr-${transport}`, 'tick', { i });
+      await waitUntil(() => got.length >= 20, { timeout: 10000, message: `20 events (got ${JSON.stringify(got)})` });
+      assert.deepEqual(got, [...Array(20).keys()], 'every event once, in order');
+      assert.ok(balancer.hits[0] > 0 && balancer.hits[1] > 0, `requests reached both nodes: ${balancer.hits}`);
+      const held = [(await httpSessionsOn(nodes[0])) - before[0], (await httpSessionsOn(nodes[1])) - before[1]];
+      assert.deepEqual(held.slice().sort(), [0, 1], `one new session in the cluster, held by one node: ${held}`);
+      pusher.disconnect();
+    } finally {
+      balancer.close();
+    }
+  });
+}
