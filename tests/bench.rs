@@ -197,6 +197,58 @@ fn every_scenario_against_herald() {
     assert!(f(&r["latency"]["p50_ms"]) > 0.0, "{r:#}");
 }
 
+/// 1 KiB JSON events to 100 subscribers, 2 s at 100 events/s: the same run without and with
+/// `--compression`.
+const JSON_FANOUT: [&str; 12] = [
+    "--scenario",
+    "fanout",
+    "--connections",
+    "100",
+    "--rate",
+    "100",
+    "--duration",
+    "2",
+    "--payload",
+    "1024",
+    "--payload-kind",
+    "json",
+];
+
+#[test]
+fn compression_is_agreed_inflated_and_smaller_on_the_wire() {
+    let server = start_herald();
+    let plain = bench(&server, &JSON_FANOUT);
+    // Every client inflates, checks and times every message.
+    let zipped = bench(&server, &[&JSON_FANOUT[..], &["--compression", "--inflate-sample", "1"]].concat());
+    for r in [&plain, &zipped] {
+        assert_all_subscribed(r, 100);
+        // Every compressed event was inflated and its stamp found.
+        assert_exact_delivery(r, 200, 100);
+        assert_server_figures(r);
+        assert!(f(&r["server"]["cpu_us_per_delivery"]) > 0.0, "{r:#}");
+    }
+    assert_eq!((u(&plain["deflate_agreed"]), u(&zipped["deflate_agreed"])), (0, 100));
+    assert_eq!(u(&zipped["deliveries_unopened"]), 0, "{zipped:#}");
+    let per_delivery = |r: &Value| f(&r["traffic"]["wire_bytes_per_delivery"]);
+    // The event's text: 1 KiB of JSON, its quotes escaped inside the Pusher envelope.
+    assert!(per_delivery(&plain) > 1024.0, "{plain:#}");
+    // This JSON compresses to ~45 % (BENCHMARKS.md).
+    assert!(
+        per_delivery(&zipped) < per_delivery(&plain) * 0.6,
+        "{} vs {}",
+        per_delivery(&zipped),
+        per_delivery(&plain)
+    );
+
+    // The default sample: 1 client in 10 inflates and times; the others' deliveries are counted
+    // unopened, and every one is still accounted for.
+    let sampled = bench(&server, &[&JSON_FANOUT[..], &["--compression"]].concat());
+    let t = &sampled["traffic"];
+    assert_eq!((u(&t["deliveries"]), u(&t["lost"])), (200 * 100, 0), "{sampled:#}");
+    assert_eq!(u(&sampled["deliveries_unopened"]), 200 * 90, "{sampled:#}");
+    assert_eq!(u(&sampled["latency"]["count"]), 200 * 10, "{sampled:#}");
+}
+
 #[test]
 fn fanout_rooms_and_storm_against_the_floor() {
     let server = start_floor();
@@ -204,6 +256,13 @@ fn fanout_rooms_and_storm_against_the_floor() {
     assert_all_subscribed(&r, 200);
     assert_exact_delivery(&r, 600, 200);
     assert_server_figures(&r);
+
+    // The floor never agrees to permessage-deflate: the offer is declined and the report says so.
+    let r = bench(&server, &[&JSON_FANOUT[..], &["--compression"]].concat());
+    assert_exact_delivery(&r, 200, 100);
+    assert_eq!(u(&r["deflate_agreed"]), 0, "{r:#}");
+    assert!(f(&r["traffic"]["wire_bytes_per_delivery"]) > 1024.0, "{r:#}");
+    assert!(r["notes"].to_string().contains("agreed to permessage-deflate"), "{r:#}");
 
     let r = bench(&server, &["--scenario", "rooms", "--connections", "100", "--rate", "2", "--duration", "2"]);
     assert_all_subscribed(&r, 100);

@@ -43,6 +43,18 @@ impl Scenario {
     }
 }
 
+/// What fills an event's `data` after the stamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    /// `x` repeated: the cheapest text to make and read (and it compresses to almost nothing).
+    #[default]
+    Padding,
+    /// A JSON object like an application broadcasts (an order with its customer, items and
+    /// shipping), different in every event: what compression is measured on.
+    Json,
+}
+
 /// Load generator for Herald (or any Pusher-protocol server on this machine).
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Targets only 127.0.0.0/8. One process holds at most 19,000 connections (the fd cap is \
@@ -79,6 +91,18 @@ pub struct BenchArgs {
     /// Bytes of each event's `data` (the stamp is padded to this size).
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
+    /// What `data` holds besides the stamp (fanout and rooms).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Padding)]
+    pub payload_kind: PayloadKind,
+    /// Offer permessage-deflate in every handshake (as browsers do) and inflate what the server
+    /// compresses; the report counts the connections that agreed and the bytes on the wire.
+    #[arg(long)]
+    pub compression: bool,
+    /// With --compression, one client in N inflates, checks and times every message; the others
+    /// count compressed messages as deliveries unopened (inflating a million messages a second would
+    /// make the generator the bottleneck). 1: every client inflates.
+    #[arg(long, default_value_t = 10)]
+    pub inflate_sample: usize,
     /// Seconds of traffic (fanout, rooms) or of watching idle connections (idle); at most 300.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -164,6 +188,7 @@ impl Plan {
             ("--connect-concurrency", args.connect_concurrency as u64, MAX_CONNECTIONS as u64),
             ("--connect-timeout", args.connect_timeout, 120),
             ("--drain-timeout", args.drain_timeout, 120),
+            ("--inflate-sample", args.inflate_sample as u64, 1_000_000),
         ] {
             if value == 0 || value > max {
                 anyhow::bail!("{name} must be 1..={max}");

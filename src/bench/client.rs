@@ -1,5 +1,7 @@
 //! One Pusher client: connect from a chosen loopback source address, wait for
 //! `pusher:connection_established`, subscribe, then receive (and, in `rooms`, send) until told to stop.
+//! With `--compression` it offers permessage-deflate as browsers do, and [`Wire`] inflates what the
+//! server compressed; either way [`Wire`] counts the bytes that came over the socket.
 //!
 //! Written against the wire protocol directly (docs/protocol.md), not against Herald's types, so the same client
 //! measures Herald and the floor alike. Each socket is small: a 4 KiB read buffer, because 19,000 clients
@@ -15,6 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -22,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::counters::Counters;
 use super::latency::Latencies;
+use super::wire::{self, Wire};
 use super::{stamp, target};
 use crate::protocol::signature::{channel_auth_message, make_auth};
 
@@ -29,7 +34,7 @@ use crate::protocol::signature::{channel_auth_message, make_auth};
 const MAX_SETUP_FRAMES: usize = 64;
 
 pub struct Client {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Wire<TcpStream>>,
     pub socket_id: String,
 }
 
@@ -48,16 +53,32 @@ fn ws_config() -> WebSocketConfig {
 }
 
 impl Client {
-    /// Opens a TCP connection from `source` to `to`, upgrades it, and waits for the socket id.
-    pub async fn connect(source: Ipv4Addr, to: SocketAddr, url: &str) -> anyhow::Result<Client> {
+    /// Opens a TCP connection from `source` to `to`, upgrades it (offering permessage-deflate when
+    /// `compression`; inflating what arrives compressed when `inflate`, counting it unopened when
+    /// not), and waits for the socket id.
+    pub async fn connect(
+        source: Ipv4Addr,
+        to: SocketAddr,
+        url: &str,
+        (compression, inflate): (bool, bool),
+        counters: &Arc<Counters>,
+    ) -> anyhow::Result<Client> {
         target::assert_loopback(to)?;
         let socket = TcpSocket::new_v4().context("socket")?;
         socket.bind(SocketAddr::new(source.into(), 0)).with_context(|| format!("bind {source}"))?;
         let stream = socket.connect(to).await.context("connect")?;
         stream.set_nodelay(true).context("nodelay")?;
-        let (ws, _response) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        let mut request = url.into_client_request().context("websocket url")?;
+        if compression {
+            request.headers_mut().insert("Sec-WebSocket-Extensions", HeaderValue::from_static(wire::OFFER));
+        }
+        let stream = Wire::new(stream, counters.clone(), inflate);
+        let (ws, _response) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
             .await
             .context("websocket handshake")?;
+        if ws.get_ref().deflate_agreed() {
+            Counters::add(&counters.deflate_agreed, 1);
+        }
         let mut client = Client { ws, socket_id: String::new() };
         let established =
             client.wait_for(|e| e.event == "pusher:connection_established", "connection_established").await?;
@@ -210,6 +231,7 @@ pub struct Talker {
     /// Other members of the room: each sent event is owed to them.
     pub peers: u64,
     pub payload: usize,
+    pub payload_kind: super::args::PayloadKind,
     pub period: Duration,
     pub next: Instant,
     pub until: Instant,
@@ -235,8 +257,9 @@ impl Talker {
         self.next += self.period;
         match &self.kind {
             TalkKind::ClientEvent => {
-                let data = stamp::make_data(stamp::now_nanos(), self.seq, self.payload);
-                let frame = format!(r#"{{"event":"client-bench","channel":"{}","data":"{data}"}}"#, self.channel);
+                let data = stamp::data(self.payload_kind, stamp::now_nanos(), self.seq, self.payload);
+                let data = serde_json::to_string(&data).unwrap_or_default();
+                let frame = format!(r#"{{"event":"client-bench","channel":"{}","data":{data}}}"#, self.channel);
                 (vec![frame], 1, self.peers)
             }
             TalkKind::Rejoin { key, secret } => {

@@ -52,11 +52,12 @@ pub async fn open_clients(
         let channel = channel(i);
         let (key, secret) = (plan.args.key.clone(), plan.args.secret.clone());
         let timeout = plan.connect_timeout;
+        let deflate = (plan.args.compression, i % plan.args.inflate_sample.max(1) == 0);
         tasks.spawn(async move {
             let Ok(_permit) = gate.acquire_owned().await else { return None };
             let began = Instant::now();
             let setup = async {
-                let mut client = Client::connect(source, to, &url).await?;
+                let mut client = Client::connect(source, to, &url, deflate, &counters).await?;
                 Counters::add(&counters.connected, 1);
                 client.subscribe(&channel, &key, &secret).await?;
                 anyhow::Ok(client)

@@ -27,6 +27,14 @@ pub struct Counters {
     pub disconnects: AtomicU64,
     /// `pusher:error` frames received.
     pub server_errors: AtomicU64,
+    /// Bytes the clients read off their sockets after the handshake (frames as the server sent them,
+    /// compressed or not).
+    pub wire_bytes: AtomicU64,
+    /// Connections whose handshake agreed to permessage-deflate.
+    pub deflate_agreed: AtomicU64,
+    /// Compressed messages counted as deliveries without being inflated (clients outside the
+    /// `--inflate-sample`).
+    pub unopened: AtomicU64,
     /// Most recent reasons, counted, to make failures diagnosable from the report.
     reasons: Mutex<BTreeMap<String, u64>>,
 }

@@ -13,7 +13,8 @@
 //! One idea per file: [`args`] (flags and limits), [`target`] (loopback only), [`client`] (one Pusher
 //! client), [`connect`] (many of them), [`http`] and [`publisher`] (the signed HTTP API at a fixed rate),
 //! [`stamp`] (send times), [`latency`] (histograms), [`counters`], [`procfs`] (server and kernel figures),
-//! [`progress`] (a line a second), [`report`] (table and JSON), [`scenario`] (the runs themselves).
+//! [`progress`] (a line a second), [`report`] (table and JSON), [`scenario`] (the runs themselves), [`wire`]
+//! (bytes on the socket counted, permessage-deflate inflated for `--compression`).
 
 mod args;
 mod client;
@@ -28,6 +29,7 @@ mod report;
 mod scenario;
 mod stamp;
 mod target;
+mod wire;
 
 use std::process::ExitCode;
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::args::PayloadKind;
 use super::counters::Counters;
 use super::http::ApiClient;
 use super::stamp;
@@ -32,6 +33,7 @@ pub struct PublishPlan {
     pub channel: String,
     pub rate: f64,
     pub payload: usize,
+    pub payload_kind: PayloadKind,
     pub publishers: usize,
     pub start: Instant,
     pub until: Instant,
@@ -85,7 +87,7 @@ pub async fn publish(plan: Arc<PublishPlan>, counters: Arc<Counters>) -> Publish
                         }
                     },
                 };
-                let body = batch_body(&plan.channel, batch, plan.payload, &seq);
+                let body = batch_body(&plan.channel, batch, (plan.payload_kind, plan.payload), &seq);
                 match api.post_signed(&path, body, REQUEST_TIMEOUT).await {
                     Ok((200, _)) => {
                         Counters::add(&counters.events_sent, batch as u64);
@@ -114,16 +116,17 @@ pub async fn publish(plan: Arc<PublishPlan>, counters: Arc<Counters>) -> Publish
 }
 
 /// One `batch_events` body: `batch` events on `channel`, all stamped now.
-fn batch_body(channel: &str, batch: usize, payload: usize, seq: &AtomicU64) -> Bytes {
+fn batch_body(channel: &str, batch: usize, (kind, payload): (PayloadKind, usize), seq: &AtomicU64) -> Bytes {
     let now = stamp::now_nanos();
-    let mut body = String::with_capacity(16 + batch * (payload + 64));
+    let mut body = String::with_capacity(16 + batch * (payload * 9 / 8 + 64));
     body.push_str(r#"{"batch":["#);
     for i in 0..batch {
         if i > 0 {
             body.push(',');
         }
-        let data = stamp::make_data(now, seq.fetch_add(1, Relaxed), payload);
-        body.push_str(&format!(r#"{{"channel":"{channel}","name":"bench","data":"{data}"}}"#));
+        let data = stamp::data(kind, now, seq.fetch_add(1, Relaxed), payload);
+        let data = serde_json::to_string(&data).unwrap_or_default();
+        body.push_str(&format!(r#"{{"channel":"{channel}","name":"bench","data":{data}}}"#));
     }
     body.push_str("]}");
     Bytes::from(body)
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn batch_body_is_valid_json_with_stamped_events() {
         let seq = AtomicU64::new(0);
-        let body = batch_body("bench-fanout", 10, 100, &seq);
+        let body = batch_body("bench-fanout", 10, (PayloadKind::Padding, 100), &seq);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         let batch = v["batch"].as_array().expect("array");
         assert_eq!(batch.len(), 10);
@@ -147,5 +150,12 @@ mod tests {
             assert!(stamp::find_stamp(data).is_some());
         }
         assert_eq!(seq.load(Relaxed), 10);
+        let body = batch_body("bench-fanout", 10, (PayloadKind::Json, 1024), &seq);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        for event in v["batch"].as_array().expect("array") {
+            let data = event["data"].as_str().expect("a string, as the API takes it");
+            assert_eq!(data.len(), 1024);
+            assert!(serde_json::from_str::<serde_json::Value>(data).is_ok());
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::args::PayloadKind;
 use super::connect::SetupReport;
 use super::latency::Percentiles;
 use super::procfs::SockStat;
@@ -30,6 +31,12 @@ pub struct Report {
     pub kernel: KernelFigures,
     pub bench: BenchFigures,
     pub machine: MachineFigures,
+    /// Connections whose handshake agreed to permessage-deflate.
+    #[serde(default)]
+    pub deflate_agreed: u64,
+    /// Compressed deliveries counted without being inflated (outside the `--inflate-sample`).
+    #[serde(default)]
+    pub deliveries_unopened: u64,
     /// Whether the offered load held: every delivery arrived, p99 under 50 ms, the offered rate was sent.
     pub held: bool,
     /// Why it did not hold, or anything else worth a look.
@@ -47,6 +54,14 @@ pub struct Params {
     pub room_size: Option<usize>,
     pub publishers: Option<usize>,
     pub source_addrs: usize,
+    #[serde(default)]
+    pub payload_kind: PayloadKind,
+    /// The clients offered permessage-deflate (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
+    /// One client in this many inflates what arrives compressed.
+    #[serde(default)]
+    pub inflate_sample: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -69,6 +84,13 @@ pub struct Traffic {
     pub drain_seconds: f64,
     pub disconnects: u64,
     pub server_errors: u64,
+    /// Bytes the clients read off their sockets from the start of the measured phase to the end of
+    /// the drain: frames as sent, compressed or not, headers included.
+    #[serde(default)]
+    pub wire_bytes: u64,
+    /// `wire_bytes` / deliveries.
+    #[serde(default)]
+    pub wire_bytes_per_delivery: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -87,6 +109,9 @@ pub struct ServerFigures {
     pub cpu_percent: f64,
     pub cpu_seconds: f64,
     pub measured_seconds: f64,
+    /// Server CPU (utime + stime) over the measured phase per delivery, in microseconds.
+    #[serde(default)]
+    pub cpu_us_per_delivery: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,14 +153,25 @@ impl Report {
         row(
             "parameters",
             format!(
-                "{} connections, rate {}, payload {} B, {} s{}",
+                "{} connections, rate {}, payload {} B{}, {} s{}{}",
                 p.connections,
                 p.rate,
                 p.payload_bytes,
+                if p.payload_kind == PayloadKind::Json { " of JSON" } else { "" },
                 p.duration_s,
-                p.room_size.map(|r| format!(", rooms of {r}")).unwrap_or_default()
+                p.room_size.map(|r| format!(", rooms of {r}")).unwrap_or_default(),
+                if p.compression { ", permessage-deflate offered" } else { "" },
             ),
         );
+        if p.compression {
+            row(
+                "deflate agreed",
+                format!(
+                    "{} of {} connections; {} deliveries counted unopened (1 client in {} inflates)",
+                    self.deflate_agreed, self.setup.subscribed, self.deliveries_unopened, p.inflate_sample
+                ),
+            );
+        }
         let s = &self.setup;
         row("subscribed", format!("{} of {} ({} failed)", s.subscribed, s.requested, s.failed));
         row(
@@ -164,6 +200,7 @@ impl Report {
             );
             row("deliveries", format!("{} of {} expected, {} lost", t.deliveries, t.expected_deliveries, t.lost));
             row("deliveries/s", format!("{:.0}", t.deliveries_per_sec));
+            row("on the wire", format!("{:.1} B per delivery ({} B in all)", t.wire_bytes_per_delivery, t.wire_bytes));
             row("drain", format!("{:.2} s after the last send", t.drain_seconds));
             row("closed by server", format!("{} connections, {} pusher:error", t.disconnects, t.server_errors));
         }
@@ -188,7 +225,15 @@ impl Report {
                     sv.rss_per_connection_bytes
                 ),
             );
-            row("server CPU", format!("{:.1}% of a core over {:.1} s", sv.cpu_percent, sv.measured_seconds));
+            let per_delivery = if sv.cpu_us_per_delivery > 0.0 {
+                format!(", {:.3} us per delivery", sv.cpu_us_per_delivery)
+            } else {
+                String::new()
+            };
+            row(
+                "server CPU",
+                format!("{:.1}% of a core over {:.1} s{per_delivery}", sv.cpu_percent, sv.measured_seconds),
+            );
         }
         let k = &self.kernel;
         row(

@@ -297,7 +297,7 @@ fn compressed(item: &Outgoing, d: Deflate) -> Option<bytes::Bytes> {
     let pack = |data: &[u8]| deflate::compress(data, d.server_window_bits).map(bytes::Bytes::from);
     match item {
         Outgoing::Frame(frame) if frame.len() >= d.threshold => {
-            if d.server_window_bits == deflate::MAX_WINDOW_BITS {
+            if d.shares_broadcasts() {
                 frame.deflated(pack).cloned()
             } else {
                 pack(frame.as_bytes())

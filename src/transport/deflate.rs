@@ -34,6 +34,20 @@ pub struct Deflate {
     pub threshold: usize,
 }
 
+/// Bench-only: built with `--features bench-per-subscriber-compression`, every subscriber
+/// compresses each broadcast for itself, as a server without a shared compressed copy does. It
+/// exists so that BENCHMARKS.md can measure what compress-once saves; never build a server with it.
+const PER_SUBSCRIBER: bool = cfg!(feature = "bench-per-subscriber-compression");
+
+impl Deflate {
+    /// Whether this connection sends a broadcast's shared compressed copy: that copy is made at the
+    /// full window, so a smaller agreed window compresses for the connection alone (as does the
+    /// bench-only per-subscriber build).
+    pub fn shares_broadcasts(&self) -> bool {
+        self.server_window_bits == MAX_WINDOW_BITS && !PER_SUBSCRIBER
+    }
+}
+
 /// An accepted offer: the window the server compresses with, and the response header's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {
@@ -296,6 +310,13 @@ mod tests {
     fn quoted_commas_do_not_split_offers() {
         assert_eq!(offer("foo; x=\"a, permessage-deflate\""), None);
         assert_eq!(offer("foo; x=\"a, b\", permessage-deflate"), Some(PLAIN.into()));
+    }
+
+    #[test]
+    fn broadcasts_share_their_compressed_copy_at_the_full_window_only() {
+        let agreed = |bits| Deflate { server_window_bits: bits, threshold: 256 };
+        assert_eq!(agreed(15).shares_broadcasts(), !PER_SUBSCRIBER);
+        assert!(!agreed(10).shares_broadcasts());
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
         channel: CHANNEL.to_owned(),
         rate: plan.args.rate,
         payload: plan.args.payload,
+        payload_kind: plan.args.payload_kind,
         publishers: plan.args.publishers,
         start,
         until,

@@ -51,6 +51,9 @@ pub struct Run {
     /// Machine busy time, the server's and the bench's CPU when the measured phase began.
     measure_from: Option<(f64, Option<ProcSample>, Option<ProcSample>)>,
     sock_before: SockStat,
+    /// Bytes on the clients' sockets when the measured phase began, and how many came during it.
+    wire_from: u64,
+    wire_measured: u64,
 }
 
 impl Run {
@@ -74,6 +77,9 @@ impl Run {
                 room_size: matches!(a.scenario, Scenario::Rooms | Scenario::Presence).then_some(a.room_size),
                 publishers: (a.scenario == Scenario::Fanout).then_some(a.publishers),
                 source_addrs: plan.sources.len(),
+                payload_kind: a.payload_kind,
+                compression: a.compression,
+                inflate_sample: a.inflate_sample,
             },
             ..Report::default()
         };
@@ -88,6 +94,8 @@ impl Run {
             bench_before: procfs::sample("self"),
             measure_from: None,
             sock_before: procfs::sockstat().unwrap_or_default(),
+            wire_from: 0,
+            wire_measured: 0,
             plan,
         };
         run.report.machine.cores = procfs::machine_cores().unwrap_or(1);
@@ -104,6 +112,7 @@ impl Run {
 
     /// Marks the start of the measured phase; returns the server's reading for [`Run::measured`].
     pub fn begin_measure(&mut self) -> Option<ProcSample> {
+        self.wire_from = Counters::get(&self.counters.wire_bytes);
         let server = self.server_sample();
         if let Some(busy) = procfs::machine_busy_seconds() {
             self.measure_from = Some((busy, server, procfs::sample("self")));
@@ -137,6 +146,7 @@ impl Run {
 
     /// Records the server's CPU over the measured phase (from `from` to now) and its RSS at the end.
     pub fn measured(&mut self, from: Option<ProcSample>) {
+        self.wire_measured = Counters::get(&self.counters.wire_bytes).saturating_sub(self.wire_from);
         let to = self.server_sample();
         if let (Some((busy_from, server_from, me_from)), Some(busy_to), Some(me_to)) =
             (self.measure_from, procfs::machine_busy_seconds(), procfs::sample("self"))
@@ -177,6 +187,15 @@ impl Run {
         if let Some(server) = report.server.as_mut() {
             server.rss_peak_bytes = peaks.server_rss_bytes.max(server.rss_after_bytes).max(server.rss_connected_bytes);
         }
+        report.deflate_agreed = Counters::get(&self.counters.deflate_agreed);
+        report.deliveries_unopened = Counters::get(&self.counters.unopened);
+        if let Some(t) = report.traffic.as_mut() {
+            t.wire_bytes = self.wire_measured;
+            t.wire_bytes_per_delivery = self.wire_measured as f64 / t.deliveries.max(1) as f64;
+            if let Some(server) = report.server.as_mut() {
+                server.cpu_us_per_delivery = server.cpu_seconds * 1e6 / t.deliveries.max(1) as f64;
+            }
+        }
         report.failures = self.counters.reasons();
         judge(report, Counters::get(&self.counters.disconnects));
         self.report
@@ -188,6 +207,12 @@ fn judge(report: &mut Report, disconnects: u64) {
     let mut notes = Vec::new();
     if report.traffic.is_none() && disconnects > 0 {
         notes.push(format!("{disconnects} connections were closed by the server while idle"));
+    }
+    if report.params.compression && report.deflate_agreed < report.setup.subscribed as u64 {
+        notes.push(format!(
+            "--compression: only {} of {} connections agreed to permessage-deflate",
+            report.deflate_agreed, report.setup.subscribed
+        ));
     }
     if report.setup.failed > 0 {
         notes.push(format!(
@@ -300,6 +325,9 @@ pub fn traffic(
         drain_seconds,
         disconnects: Counters::get(&counters.disconnects),
         server_errors: Counters::get(&counters.server_errors),
+        // Filled in at the end of the run, from the readings of the measured phase.
+        wire_bytes: 0,
+        wire_bytes_per_delivery: 0.0,
     }
 }
 

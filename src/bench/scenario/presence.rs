@@ -38,6 +38,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
             channel: presence_channel(room),
             peers: groups.peers_of(i),
             payload: 0,
+            payload_kind: plan.args.payload_kind,
             period,
             // Spread the channels' cycles over one period.
             next: start + period.mul_f64(room as f64 / channels.max(1) as f64),

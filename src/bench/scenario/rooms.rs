@@ -30,6 +30,7 @@ pub async fn run(run: &mut Run) -> anyhow::Result<()> {
             channel: room_channel(i / size),
             peers: groups.peers_of(i),
             payload: plan.args.payload,
+            payload_kind: plan.args.payload_kind,
             period,
             next: start + offset,
             until,
