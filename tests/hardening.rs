@@ -737,3 +737,27 @@ async fn payloads_are_logged_only_with_the_explicit_opt_in() {
         }
     }
 }
+
+/// Found by the `presence_channel_data` fuzz target's property (docs/fuzzing.md): sign-in accepted
+/// user ids of up to 200 characters, but their channel `#server-to-user-{id}` was held to the
+/// 164-character channel limit, so `sendToUser` for an id over 148 characters got 400 (and
+/// another node dropped the broadcast as malformed).
+#[tokio::test]
+async fn a_user_signed_in_with_a_long_id_can_be_sent_to() {
+    use herald::protocol::signature::{make_auth, signin_message};
+    let server = TestServer::start("", "").await;
+    let (mut client, socket_id) = server.connect().await;
+    let user_id = "u".repeat(200);
+    let user_data = serde_json::json!({ "id": user_id }).to_string();
+    let auth = make_auth(KEY, SECRET, &signin_message(&socket_id, &user_data));
+    client
+        .send(
+            &serde_json::json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}).to_string(),
+        )
+        .await;
+    recv_event(&mut client, "pusher:signin_success").await;
+    let status = server.trigger(&format!("#server-to-user-{user_id}"), "to-user", "{\"n\":1}").await;
+    assert_eq!(status, 200, "sendToUser for a signed-in user was refused");
+    let got = recv_event(&mut client, "to-user").await;
+    assert_eq!(got["data"], "{\"n\":1}");
+}
