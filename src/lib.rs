@@ -16,6 +16,7 @@ mod cluster;
 pub mod config;
 mod connection;
 mod hub;
+mod logging;
 mod metrics;
 pub mod protocol;
 mod server;

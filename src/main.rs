@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Trigger(args) => herald::cli::trigger::trigger_main(args),
         Command::Channels(args) => herald::cli::trigger::channels_main(args),
         Command::Start(args) => {
-            start::init_logging(args.debug, args.log_format);
+            start::init_logging(args.debug, args.log_format, args.log_payloads);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -472,12 +472,24 @@ async fn webhooks_do_not_follow_redirects_and_logs_hide_url_credentials() {
 /// the child once `/up` answers on 127.0.0.1:`port`.
 #[allow(clippy::zombie_processes)] // the caller kills and waits for it
 async fn start_bare(args: &[&str], port: u16) -> (std::process::Child, std::path::PathBuf) {
+    start_bare_env(args, &[], port).await
+}
+
+/// `start_bare` with extra environment variables.
+#[allow(clippy::zombie_processes)] // the caller kills and waits for it
+async fn start_bare_env(args: &[&str], env: &[(&str, &str)], port: u16) -> (std::process::Child, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("herald-hardening-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("start").args(args).current_dir(&dir).stdout(Stdio::piped()).stderr(Stdio::piped());
     for var in ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET", "REVERB_SERVER_HOST", "REVERB_SERVER_PORT"] {
         cmd.env_remove(var);
+    }
+    for var in ["HERALD_LOG", "HERALD_LOG_PAYLOADS"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -563,4 +575,189 @@ async fn a_demo_enabled_in_the_config_answers_any_host() {
     let server = TestServer::start("demo = true", "").await;
     let answer = exchange(server.port, demo_auth_request("chat.example.com").as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.text.starts_with("HTTP/1.1 200") && answer.text.contains("\"auth\""), "{}", answer.text);
+}
+
+/// What a debug log would leak if it carried payloads: each string is sent once, in one kind of input.
+const CLIENT_EVENT_SECRET: &str = "whisper-e7c1-only-in-a-client-event";
+const PRESENCE_SECRET: &str = "presence-4b2d-only-in-channel-data";
+const SIGNIN_SECRET: &str = "signin-9f30-only-in-user-data";
+const API_SECRET: &str = "api-51aa-only-in-a-publish-body";
+const SECRETS: [&str; 4] = [CLIENT_EVENT_SECRET, PRESENCE_SECRET, SIGNIN_SECRET, API_SECRET];
+
+/// The log text without ANSI colour sequences (`ESC [ ... m`), should a terminal have asked for them.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A protocol-7 connection to the demo app on `port`, with its socket id.
+async fn demo_client(port: u16) -> (Client, String) {
+    let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7&client=rust")).await;
+    let established = client.recv().await;
+    assert_eq!(established["event"], "pusher:connection_established", "{established}");
+    let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}")).unwrap_or_default();
+    let socket_id = data["socket_id"].as_str().unwrap_or_default().to_owned();
+    (client, socket_id)
+}
+
+/// Subscribes `client` to a presence channel as `user_id`, with `info` in its channel_data; returns the auth.
+async fn join_presence(client: &mut Client, socket_id: &str, channel: &str, user_id: &str, info: &str) -> String {
+    use herald::protocol::signature::{channel_auth_message, make_auth};
+    let channel_data = serde_json::json!({"user_id": user_id, "user_info": {"name": info}}).to_string();
+    let auth = make_auth(KEY, SECRET, &channel_auth_message(socket_id, channel, Some(&channel_data)));
+    let subscribe = serde_json::json!({"event": "pusher:subscribe",
+        "data": {"channel": channel, "auth": auth, "channel_data": channel_data}});
+    client.send(&subscribe.to_string()).await;
+    recv_event(client, "pusher_internal:subscription_succeeded").await;
+    auth
+}
+
+/// The next message on `client` whose event is `event`, skipping presence and other noise.
+async fn recv_event(client: &mut Client, event: &str) -> Value {
+    for _ in 0..20 {
+        let message = client.recv().await;
+        assert_ne!(message["event"], "pusher:error", "{message}");
+        assert_ne!(message["event"], "pusher:subscription_error", "{message}");
+        if message["event"] == event {
+            return message;
+        }
+    }
+    panic!("{event} did not arrive");
+}
+
+/// What went into the server: the size and id fields its log should name, and the signatures it must not.
+struct Traffic {
+    sizes_and_ids: Vec<String>,
+    signatures: Vec<String>,
+}
+
+/// Drives every input that carries a payload through the demo app on `port`: a presence join
+/// with channel_data, a client event, a sign-in with user_data, an API publish, each delivered.
+async fn payload_traffic(port: u16) -> Traffic {
+    use herald::protocol::signature::{make_auth, sign_api_request, signin_message};
+    let channel = "presence-logs";
+    let (mut sender, sender_id) = demo_client(port).await;
+    let (mut reader, reader_id) = demo_client(port).await;
+    let sender_auth = join_presence(&mut sender, &sender_id, channel, "u-sender", PRESENCE_SECRET).await;
+    join_presence(&mut reader, &reader_id, channel, "u-reader", "reader").await;
+
+    let whisper = format!(r#"{{"note":"{CLIENT_EVENT_SECRET}"}}"#);
+    sender.send(&format!(r#"{{"event":"client-typing","channel":"{channel}","data":{whisper}}}"#)).await;
+    let got = recv_event(&mut reader, "client-typing").await;
+    assert_eq!(got["data"]["note"], CLIENT_EVENT_SECRET);
+
+    let user_data = serde_json::json!({"id": "signin-user-77", "user_info": {"name": SIGNIN_SECRET}}).to_string();
+    let signin_auth = make_auth(KEY, SECRET, &signin_message(&sender_id, &user_data));
+    let signin = serde_json::json!({"event": "pusher:signin", "data": {"auth": signin_auth, "user_data": user_data}});
+    sender.send(&signin.to_string()).await;
+    recv_event(&mut sender, "pusher:signin_success").await;
+
+    let api_data = format!(r#"{{"note":"{API_SECRET}"}}"#);
+    let body = serde_json::json!({"name": "api-event", "channel": channel, "data": api_data}).to_string();
+    let path = format!("/apps/{APP_ID}/events");
+    let query = sign_api_request(KEY, SECRET, "POST", &path, body.as_bytes(), &[], now());
+    let status = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}?{query}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(status, 200);
+    let got = recv_event(&mut reader, "api-event").await;
+    assert!(got["data"].as_str().unwrap_or("").contains(API_SECRET), "{got}");
+    // The "sent" line of the last frame is written before the server is stopped.
+    sender.send(r#"{"event":"pusher:ping"}"#).await;
+    recv_event(&mut sender, "pusher:pong").await;
+
+    let signature = |auth: &str| auth.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+    Traffic {
+        sizes_and_ids: vec![
+            format!("data_bytes={}", whisper.len()),
+            format!(
+                "channel_data_bytes={}",
+                serde_json::json!({"user_id": "u-sender", "user_info": {"name": PRESENCE_SECRET}}).to_string().len()
+            ),
+            format!("user_data_bytes={}", user_data.len()),
+            format!("data_bytes={}", api_data.len()),
+            "user_id=signin-user-77".to_owned(),
+            "event=\"api-event\"".to_owned(),
+            format!("socket_id={sender_id}"),
+            format!("socket_id={reader_id}"),
+        ],
+        signatures: vec![signature(&sender_auth), signature(&signin_auth)],
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_carry_sizes_and_ids_but_no_payloads() {
+    let port = unused_port();
+    let (child, dir) = start_bare(&["--host", "127.0.0.1", "--port", &port.to_string(), "--debug"], port).await;
+    let traffic = payload_traffic(port).await;
+    let logs = without_colours(&stop(child, dir));
+    assert!(logs.contains("received a client event") && logs.contains("API publish"), "{logs}");
+    for secret in SECRETS {
+        assert!(!logs.contains(secret), "{secret} is in the debug log:\n{logs}");
+    }
+    for signature in traffic.signatures {
+        assert!(!logs.contains(&signature), "an auth signature is in the debug log:\n{logs}");
+    }
+    for wanted in traffic.sizes_and_ids {
+        assert!(logs.contains(&wanted), "{wanted} is missing from the debug log:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn payloads_are_logged_only_with_the_explicit_opt_in() {
+    for (flag, env) in [(Some("--log-payloads"), None), (None, Some(("HERALD_LOG_PAYLOADS", "1")))] {
+        let port = unused_port();
+        let port_arg = port.to_string();
+        let mut args = vec!["--host", "127.0.0.1", "--port", &port_arg, "--debug"];
+        args.extend(flag);
+        let env: Vec<(&str, &str)> = env.into_iter().collect();
+        let (child, dir) = start_bare_env(&args, &env, port).await;
+        payload_traffic(port).await;
+        let logs = without_colours(&stop(child, dir));
+        assert!(logs.contains("never use it in production"), "the opt-in is warned about at start-up: {logs}");
+        for secret in SECRETS {
+            assert!(logs.contains(secret), "{secret} is not in the opted-in log ({flag:?} {env:?}):\n{logs}");
+        }
+    }
+}
+
+/// Found by the `presence_channel_data` fuzz target's property (docs/fuzzing.md): sign-in accepted
+/// user ids of up to 200 characters, but their channel `#server-to-user-{id}` was held to the
+/// 164-character channel limit, so `sendToUser` for an id over 148 characters got 400 (and
+/// another node dropped the broadcast as malformed).
+#[tokio::test]
+async fn a_user_signed_in_with_a_long_id_can_be_sent_to() {
+    use herald::protocol::signature::{make_auth, signin_message};
+    let server = TestServer::start("", "").await;
+    let (mut client, socket_id) = server.connect().await;
+    let user_id = "u".repeat(200);
+    let user_data = serde_json::json!({ "id": user_id }).to_string();
+    let auth = make_auth(KEY, SECRET, &signin_message(&socket_id, &user_data));
+    client
+        .send(
+            &serde_json::json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}).to_string(),
+        )
+        .await;
+    recv_event(&mut client, "pusher:signin_success").await;
+    let status = server.trigger(&format!("#server-to-user-{user_id}"), "to-user", "{\"n\":1}").await;
+    assert_eq!(status, 200, "sendToUser for a signed-in user was refused");
+    let got = recv_event(&mut client, "to-user").await;
+    assert_eq!(got["data"], "{\"n\":1}");
 }

@@ -46,9 +46,13 @@ pub struct StartArgs {
     /// exists). Variables already set in the environment win.
     #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// Verbose logging: every connection and message event.
+    /// Verbose logging: every connection and message event, with sizes and ids but no payloads.
     #[arg(long)]
     pub debug: bool,
+    /// Also log payloads (event data, user_data, channel_data, frames sent) in debug lines.
+    /// Unsafe for production: logs then carry what users send.
+    #[arg(long, env = "HERALD_LOG_PAYLOADS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_payloads: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

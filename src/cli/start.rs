@@ -12,11 +12,18 @@ use crate::config::{Config, Overrides};
 use crate::hub::{Hub, Registry};
 use crate::server::Server;
 
-pub fn init_logging(debug: bool, format: LogFormat) {
+pub fn init_logging(debug: bool, format: LogFormat, log_payloads: bool) {
+    crate::logging::set_payloads(log_payloads);
     let default = if debug { "herald=debug,info" } else { "herald=info,warn" };
     let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Logs on stderr, the start-up banner on stdout: `--log-format json` then yields clean JSON lines.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or a pipe gets plain text that grep and parsers read.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -35,6 +42,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         config.server.demo = true;
     } else if config.server.dashboard && config.server.dashboard_password.is_none() {
         anyhow::bail!("[server] dashboard = true needs dashboard_password (or run with --debug for development)");
+    }
+    if args.log_payloads {
+        warn!("--log-payloads: debug lines carry event data, user_data and frames; never use it in production");
     }
     crate::metrics::install();
     let shutdown = CancellationToken::new();

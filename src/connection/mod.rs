@@ -254,7 +254,12 @@ where
             match item {
                 Outgoing::Frame(frame) => {
                     bytes += frame.len();
-                    debug!(frame = frame.as_str(), "sent");
+                    debug!(
+                        event = crate::logging::frame_event(frame.as_str()),
+                        bytes = frame.len(),
+                        frame = crate::logging::payload(frame.as_str()),
+                        "sent"
+                    );
                     frames.push(packed.map_or((OpCode::Text, false, frame.as_bytes()), |p| (OpCode::Text, true, p)));
                 }
                 Outgoing::Binary(data) => {

@@ -9,6 +9,9 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// The prefix of a signed-in user's own channel; only the server makes these.
 pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+/// Longest user id (sign-in `user_data.id`, presence `user_id`). A user channel is this plus its
+/// prefix, so it may be longer than [`MAX_CHANNEL_NAME_LEN`]: every signed-in user can be sent to.
+pub const MAX_USER_ID_LEN: usize = 200;
 
 /// What a channel's prefix makes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +131,7 @@ impl<'a> ChannelName<'a> {
             if user.is_empty() {
                 return Err(InvalidChannel::Empty);
             }
-            if name.len() > MAX_CHANNEL_NAME_LEN {
+            if user.len() > MAX_USER_ID_LEN {
                 return Err(InvalidChannel::TooLong);
             }
             if !user.bytes().all(is_channel_char) {
@@ -217,6 +220,11 @@ mod tests {
         assert!(ChannelName::parse("a-Z_0=@,.;").is_ok());
         assert_eq!(ChannelName::parse(""), Err(InvalidChannel::Empty));
         assert_eq!(ChannelName::parse(&"a".repeat(165)), Err(InvalidChannel::TooLong));
+        // Every id sign-in accepts has a channel the API can publish to.
+        let longest_user = format!("{USER_CHANNEL_PREFIX}{}", "u".repeat(MAX_USER_ID_LEN));
+        assert_eq!(ChannelName::parse_for_publish(&longest_user).map(|c| c.kind), Ok(ChannelKind::User));
+        let too_long = format!("{USER_CHANNEL_PREFIX}{}", "u".repeat(MAX_USER_ID_LEN + 1));
+        assert_eq!(ChannelName::parse_for_publish(&too_long), Err(InvalidChannel::TooLong));
         assert!(ChannelName::parse(&"a".repeat(164)).is_ok());
         for bad in ["a b", "a/b", "a#b", "é", "a\u{0}", "#server-to-user-1", "a:b", "a*"] {
             assert_eq!(ChannelName::parse(bad), Err(InvalidChannel::BadCharacter), "{bad:?}");

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::channel::MAX_USER_ID_LEN;
 use super::frame::push_json_string;
 
 /// A presence member as signed into a subscription's `channel_data`.
@@ -43,7 +44,7 @@ impl MemberData {
         let text = channel_data.ok_or(InvalidUserData::Missing)?;
         let raw: RawChannelData = serde_json::from_str(text).map_err(|_| InvalidUserData::NotAnObject)?;
         let user_id = match raw.user_id {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_USER_ID_LEN => s,
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(InvalidUserData::BadUserId),
         };
@@ -104,7 +105,9 @@ pub fn signin_user_id(user_data: &str) -> Result<String, InvalidUserData> {
     }
     let data: UserData = serde_json::from_str(user_data).map_err(|_| InvalidUserData::BadSigninData)?;
     match data.id {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= 200 && id.bytes().all(is_user_id_char) => Ok(id),
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.bytes().all(is_user_id_char) => {
+            Ok(id)
+        }
         _ => Err(InvalidUserData::BadSigninData),
     }
 }

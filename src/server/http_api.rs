@@ -206,6 +206,14 @@ fn validate_event(app: &App, e: EventRequest) -> Result<ValidEvent, ApiError> {
 }
 
 async fn publish(state: &AppState, app: &App, event: &ValidEvent) {
+    tracing::debug!(
+        app_id = %app.id,
+        event = %event.name,
+        channels = event.channels.len(),
+        data_bytes = event.data.len(),
+        data = crate::logging::payload(&event.data),
+        "API publish"
+    );
     for channel in &event.channels {
         state.hub.publish_event(&app.id, channel.clone(), &event.name, &event.data, event.except).await;
     }

@@ -175,10 +175,20 @@ impl PusherSession {
         };
         // What arrived, without the auth signatures a subscribe or sign-in carries.
         match &message {
-            ClientMessage::Subscribe(s) => debug!(channel = %s.channel, "received pusher:subscribe"),
-            ClientMessage::Signin { .. } => debug!("received pusher:signin"),
+            ClientMessage::Subscribe(s) => debug!(
+                channel = %s.channel,
+                channel_data_bytes = s.channel_data.as_deref().map_or(0, str::len),
+                channel_data = crate::logging::payload(s.channel_data.as_deref().unwrap_or("")),
+                "received pusher:subscribe"
+            ),
+            ClientMessage::Signin { user_data, .. } => debug!(
+                user_data_bytes = user_data.len(),
+                user_data = crate::logging::payload(user_data),
+                "received pusher:signin"
+            ),
             ClientMessage::ClientEvent { event, channel, data } => {
-                debug!(%event, %channel, data = data.map(|d| d.get()).unwrap_or(""), "received a client event")
+                let data = data.map(|d| d.get()).unwrap_or("");
+                debug!(%event, %channel, data_bytes = data.len(), data = crate::logging::payload(data), "received a client event")
             }
             ClientMessage::Unsubscribe { channel } => debug!(%channel, "received pusher:unsubscribe"),
             ClientMessage::Ping | ClientMessage::Pong => debug!("received a ping/pong"),
@@ -281,6 +291,7 @@ impl PusherSession {
         }
         self.hub.registry().join_user_channel(&self.app.id, &user_id, &self.out);
         self.channels.insert(user_channel(&user_id), None);
+        debug!(%user_id, "signed in");
         self.user_id = Some(user_id);
         self.out.push(Frame::signin_success(user_data));
     }
