@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub compression: Switch,
     /// Messages shorter than this, in bytes, go out uncompressed even when compression is agreed.
     pub compression_threshold: usize,
+    /// Seconds of silence after which an SSE stream gets a comment line, so proxies keep it open.
+    pub sse_heartbeat_seconds: u64,
     pub tls: Option<TlsConfig>,
 }
 
@@ -113,6 +115,7 @@ impl Default for ServerConfig {
             echo_path: None,
             compression: Switch::On,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            sse_heartbeat_seconds: 15,
             metrics_token: None,
             dashboard: false,
             dashboard_password: None,

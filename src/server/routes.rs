@@ -7,12 +7,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{http_api, plain, websocket, AppState};
+use super::{http_api, plain, sse, sse_tickets, websocket, AppState};
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/app/{key}", get(websocket::upgrade))
         .route("/ws/{key}/{room}", get(plain::upgrade))
+        .route("/sse/{key}", get(sse::stream))
+        .route("/apps/{app_id}/sse_tickets", post(sse_tickets::issue))
         .route("/apps/{app_id}/events", post(http_api::events))
         .route("/apps/{app_id}/batch_events", post(http_api::batch_events))
         .route("/apps/{app_id}/channels", get(http_api::channels))
