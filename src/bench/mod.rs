@@ -26,12 +26,13 @@ mod progress;
 mod publisher;
 mod report;
 mod scenario;
+mod sse;
 mod stamp;
 mod target;
 
 use std::process::ExitCode;
 
-pub use args::{BenchArgs, Scenario, MAX_CONNECTIONS};
+pub use args::{BenchArgs, Scenario, Transport, MAX_CONNECTIONS};
 pub use latency::Percentiles;
 pub use report::Report;
 
