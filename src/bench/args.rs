@@ -53,6 +53,13 @@ pub enum PayloadKind {
     /// A JSON object like an application broadcasts (an order with its customer, items and
     /// shipping), different in every event: what compression is measured on.
     Json,
+/// How the subscribers connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// The Pusher WebSocket endpoint.
+    Ws,
+    /// Server-Sent Events (`GET /sse/{key}?channels=...`); fanout and idle only.
+    Sse,
 }
 
 /// Load generator for Herald (or any Pusher-protocol server on this machine).
@@ -63,6 +70,9 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum)]
     pub scenario: Scenario,
+    /// How subscribers connect: `ws` (the Pusher endpoint) or `sse` (fanout and idle only).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
     /// Server address (127.0.0.0/8 only).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -194,6 +204,9 @@ impl Plan {
                 anyhow::bail!("{name} must be 1..={max}");
             }
         }
+        if args.transport == Transport::Sse && !matches!(args.scenario, Scenario::Fanout | Scenario::Idle) {
+            anyhow::bail!("--transport sse runs the fanout and idle scenarios only");
+        }
         if args.settle > 60 {
             anyhow::bail!("--settle must be at most 60 seconds");
         }
@@ -252,5 +265,13 @@ mod tests {
         assert!(plan(&["--connections", "19000"]).is_ok());
         assert!(plan(&["--duration", "301"]).is_err());
         assert!(plan(&["--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn sse_subscribers_run_fanout_and_idle_only() {
+        assert_eq!(plan(&["--transport", "sse"]).map(|p| p.args.transport).ok(), Some(Transport::Sse));
+        assert_eq!(plan(&[]).map(|p| p.args.transport).ok(), Some(Transport::Ws));
+        let rooms = Cli::try_parse_from(["bench", "--scenario", "rooms", "--transport", "sse"]).unwrap();
+        assert!(Plan::new(rooms.args).is_err());
     }
 }

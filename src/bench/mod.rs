@@ -27,13 +27,14 @@ mod progress;
 mod publisher;
 mod report;
 mod scenario;
+mod sse;
 mod stamp;
 mod target;
 mod wire;
 
 use std::process::ExitCode;
 
-pub use args::{BenchArgs, Scenario, MAX_CONNECTIONS};
+pub use args::{BenchArgs, Scenario, Transport, MAX_CONNECTIONS};
 pub use latency::Percentiles;
 pub use report::Report;
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::memory_claims::MemoryClaims;
 use super::memory_presence::MemoryPresence;
 use super::{Broker, ChannelCounts, ClusterEvent, ClusterResult, ClusterState, Join, LocalNode, Member, Record};
 use crate::protocol::presence::MemberData;
@@ -26,11 +27,12 @@ impl Broker for MemoryBroker {
 pub struct MemoryState {
     local: Arc<dyn LocalNode>,
     presence: MemoryPresence,
+    claims: MemoryClaims,
 }
 
 impl MemoryState {
     pub fn new(local: Arc<dyn LocalNode>) -> Self {
-        MemoryState { local, presence: MemoryPresence::default() }
+        MemoryState { local, presence: MemoryPresence::default(), claims: MemoryClaims::default() }
     }
 }
 
@@ -83,6 +85,10 @@ impl ClusterState for MemoryState {
 
     async fn connection_changed(&self, _app_id: &str, _delta: i64) -> ClusterResult<()> {
         Ok(())
+    }
+
+    async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool> {
+        self.claims.claim(key, ttl)
     }
 
     fn healthy(&self) -> bool {

@@ -14,6 +14,7 @@
 //! both traits and a `start` that returns a [`Cluster`].
 
 pub mod memory;
+mod memory_claims;
 mod memory_presence;
 pub mod redis;
 
@@ -129,6 +130,9 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn subscription_changed(&self, app_id: &str, channel: &str, delta: i64) -> ClusterResult<()>;
     /// An app's connection count on this node changed by `delta`.
     async fn connection_changed(&self, app_id: &str, delta: i64) -> ClusterResult<()>;
+    /// Claims `key` for at least `ttl`: true for the first claim in the whole cluster, false for
+    /// every later one (a single-use SSE ticket redeemed twice, on this node or another).
+    async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool>;
     /// False while the state cannot be trusted (unreachable, or not yet rewritten after a loss).
     fn healthy(&self) -> bool;
     /// Changes noticed without any local socket (a dead node's members and channels), for the hub

@@ -79,6 +79,8 @@ pub struct ServerConfig {
     /// An HTTP fallback session (`xhr_streaming`, `xhr_polling`) that no receive request has
     /// reached for this long, in milliseconds, expires like a closed socket.
     pub http_session_timeout_ms: u64,
+    /// Seconds of silence after which an SSE stream gets a comment line, so proxies keep it open.
+    pub sse_heartbeat_seconds: u64,
     pub tls: Option<TlsConfig>,
 }
 
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             compression: Switch::On,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             http_session_timeout_ms: 30_000,
+            sse_heartbeat_seconds: 15,
             metrics_token: None,
             dashboard: false,
             dashboard_password: None,

@@ -56,6 +56,9 @@ impl Config {
         if self.server.max_request_size == 0 {
             return invalid("server.max_request_size must be at least 1".into());
         }
+        if !(1..=3600).contains(&self.server.sse_heartbeat_seconds) {
+            return invalid("server.sse_heartbeat_seconds must be 1 to 3600".into());
+        }
         if self.server.max_outbound_buffer < 1024 {
             return invalid("server.max_outbound_buffer must be at least 1024 bytes".into());
         }

@@ -6,9 +6,12 @@
 //! pushes into the same queue) is written coalesced: everything queued when the writer wakes goes
 //! out in one vectored write. WebSocket pings are answered here, through the same queue and
 //! byte limit; the close handshake is this transport's way of carrying a session's [`Exit`].
+//!
+//! [`sse`] is the second transport: Server-Sent Events, a listener's stream.
 
 pub mod http_fallback;
 mod plain_auth;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;

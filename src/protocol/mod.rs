@@ -14,6 +14,8 @@ pub mod plain;
 pub mod presence;
 pub mod signature;
 pub mod socket_id;
+pub mod sse;
+pub mod sse_auth;
 pub mod token;
 
 pub use channel::{Channel, ChannelKind, ChannelName};

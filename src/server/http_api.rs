@@ -39,11 +39,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), close: false }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -71,12 +71,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// A request that passed the app, size and signature checks.
-struct Authorized {
-    app: App,
-    body: Bytes,
+pub(super) struct Authorized {
+    pub(super) app: App,
+    pub(super) body: Bytes,
     query: Vec<(String, String)>,
 }
 
@@ -96,7 +96,7 @@ impl Authorized {
 /// body arrives within `handshake_timeout_ms` (408) and fits (413), and the signature is valid (401).
 /// An unsigned request so holds no body buffer, and a signed-looking one holds at most
 /// `max_request_size` bytes for at most the deadline.
-async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<Authorized, ApiError> {
+pub(super) async fn authorize(state: &AppState, app_id: &str, request: Request) -> Result<Authorized, ApiError> {
     let app = state
         .hub
         .app_by_id(app_id)

@@ -11,6 +11,9 @@ mod http_api;
 mod limits;
 mod plain;
 mod routes;
+mod sse;
+mod sse_tickets;
+mod takeover;
 mod tls;
 mod websocket;
 mod xhr;
@@ -225,9 +228,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    // A handler may take the socket back from hyper (an SSE stream, see `takeover`).
+    let (stream, takeover) = takeover::Detachable::new(stream);
     // Every request carries the connection's peer address and permit (see `limits`).
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(info.clone());
+        request.extensions_mut().insert(takeover.clone());
         tower_service::Service::call(&mut router.clone(), request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{http_api, plain, websocket, xhr, AppState};
+use super::{http_api, plain, sse, sse_tickets, websocket, xhr, AppState};
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
@@ -16,6 +16,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pusher/app/{key}/{server}/{session}/xhr_streaming", post(xhr::streaming).options(xhr::preflight))
         .route("/pusher/app/{key}/{server}/{session}/xhr", post(xhr::polling).options(xhr::preflight))
         .route("/pusher/app/{key}/{server}/{session}/xhr_send", post(xhr::send).options(xhr::preflight))
+        .route("/sse/{key}", get(sse::stream))
+        .route("/apps/{app_id}/sse_tickets", post(sse_tickets::issue))
         .route("/apps/{app_id}/events", post(http_api::events))
         .route("/apps/{app_id}/batch_events", post(http_api::batch_events))
         .route("/apps/{app_id}/channels", get(http_api::channels))

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
 use super::limits::{ConnInfo, Permit};
+use super::takeover::Detachable;
 use super::AppState;
 use crate::connection::{self, Limits};
 use crate::protocol::origin::origin_allowed;
@@ -139,22 +140,24 @@ async fn serve_upgraded(
     endpoint: Endpoint,
     permit: Option<Arc<Permit>>,
 ) {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<Detachable<TcpStream>>>() {
         Ok(parts) => {
             // The socket copies the few bytes hyper read ahead, so hyper's whole read buffer is
             // let go of here: held for the connection's life, it would cost kilobytes per idle socket.
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let Some(io) = io.into_inner().into_inner() else { return };
+            let mut ws = WebSocket::new(io, &ahead, max_message_size);
             ws.set_deflate(compression);
             drop(ahead);
             return run(ws, &state, limits, endpoint, permit).await;
         }
         Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<Detachable<TlsStream<TcpStream>>>>() {
         Ok(parts) => {
             let hyper::upgrade::Parts { io, read_buf: ahead, .. } = parts;
-            let mut ws = WebSocket::new(io.into_inner(), &ahead, max_message_size);
+            let Some(io) = io.into_inner().into_inner() else { return };
+            let mut ws = WebSocket::new(io, &ahead, max_message_size);
             ws.set_deflate(compression);
             drop(ahead);
             run(ws, &state, limits, endpoint, permit).await
@@ -234,8 +237,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Counts an open WebSocket (or HTTP fallback session) for the lifetime of its task, so that a
-/// shutdown waits for its goodbye.
+/// Counts an open WebSocket (HTTP fallback session, SSE stream) for the lifetime of its task, so
+/// that a shutdown waits for its goodbye.
 pub(super) struct OpenSocket(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
 impl OpenSocket {

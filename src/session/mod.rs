@@ -12,13 +12,15 @@
 //! [`Session::close`] once at the end. The WebSocket transport (`crate::connection`) is the first;
 //! an HTTP transport is another file beside it, driving the same sessions.
 //!
-//! Three kinds: [`PusherSession`] (the Pusher protocol), [`PlainSession`] (the plain endpoint: one
-//! room, JSON messages, JWT auth) and [`EchoSession`] (the conformance echo endpoint).
+//! Four kinds: [`PusherSession`] (the Pusher protocol), [`PlainSession`] (the plain endpoint: one
+//! room, JSON messages, JWT auth), [`EchoSession`] (the conformance echo endpoint) and
+//! [`SseSession`] (a listener on the Server-Sent Events endpoint: no inbound messages).
 
 mod echo;
 mod liveness;
 mod plain;
 mod pusher;
+mod sse;
 mod subscriptions;
 
 use std::future::Future;
@@ -32,6 +34,7 @@ pub use echo::EchoSession;
 pub use liveness::Liveness;
 pub use plain::{PlainHandshake, PlainSession, PLAIN_AUTH_DEADLINE};
 pub use pusher::{PusherHandshake, PusherSession};
+pub use sse::{SseHandshake, SseSession, MAX_SSE_CHANNELS};
 
 /// How a session (or its transport) ends a connection.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame,
 use crate::webhooks::WebhookEvent;
 
 /// Most channels one connection may subscribe to.
-const MAX_CHANNELS_PER_CONNECTION: usize = 100;
+pub(super) const MAX_CHANNELS_PER_CONNECTION: usize = 100;
 
 /// What a transport learnt from the client's opening request.
 pub struct PusherHandshake {

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::args::{Plan, Scenario};
+use super::args::{Plan, Scenario, Transport};
 use super::client::{Client, Talker};
 use super::connect::{open_clients, SetupReport};
 use super::counters::Counters;
@@ -29,6 +29,10 @@ use super::report::{BenchFigures, KernelFigures, Params, Report, ServerFigures, 
 /// Runs the plan's scenario to its end.
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut run = Run::new(plan);
+    if run.plan.args.transport == Transport::Sse {
+        super::sse::run(&mut run).await?;
+        return Ok(run.finish().await);
+    }
     match run.plan.args.scenario {
         Scenario::Fanout => fanout::run(&mut run).await?,
         Scenario::Rooms => rooms::run(&mut run).await?,

@@ -65,6 +65,11 @@ impl Keys {
         self.key("nodes")
     }
 
+    /// A single-use claim (an SSE ticket's id), set once by whichever node redeems it first.
+    pub fn claim(&self, key: &str) -> String {
+        self.key(&format!("claim:{key}"))
+    }
+
     /// Taken by the one node that reaps a dead `node`.
     pub fn reap_lock(&self, node: u32) -> String {
         self.key(&format!("reap:{node}"))
@@ -90,5 +95,6 @@ mod tests {
         assert_eq!(k.node_occupancy(7), "herald:node:7:occ");
         assert_eq!(k.nodes(), "herald:nodes");
         assert_eq!(k.reap_lock(7), "herald:reap:7");
+        assert_eq!(k.claim("1:abc"), "herald:claim:1:abc");
     }
 }

@@ -15,6 +15,7 @@
 
 mod broker;
 mod bus;
+mod claims;
 mod connection;
 mod counts;
 mod http_sessions;

@@ -135,6 +135,13 @@ impl ClusterState for RedisState {
         self.add_connections(app_id, delta).await
     }
 
+    /// Refused while the state cannot be trusted: a Redis that came back empty has forgotten the
+    /// claims made before, and a ticket must not be usable twice.
+    async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool> {
+        self.trusted()?;
+        self.claim(key, ttl).await
+    }
+
     fn healthy(&self) -> bool {
         self.shared.health.healthy()
     }
