@@ -53,6 +53,8 @@ pub enum PayloadKind {
     /// A JSON object like an application broadcasts (an order with its customer, items and
     /// shipping), different in every event: what compression is measured on.
     Json,
+}
+
 /// How the subscribers connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Transport {

@@ -67,6 +67,7 @@ async fn fanout(run: &mut Run) -> anyhow::Result<()> {
         channel: channel.to_owned(),
         rate: plan.args.rate,
         payload: plan.args.payload,
+        payload_kind: plan.args.payload_kind,
         publishers: plan.args.publishers,
         start,
         until,
