@@ -15,6 +15,8 @@ pub mod cli;
 mod cluster;
 pub mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod logging;
 mod metrics;

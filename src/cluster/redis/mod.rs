@@ -14,7 +14,8 @@
 //!   state once it is back.
 
 mod broker;
-mod bus;
+// Crate-visible for the fuzz entry points (`crate::fuzzing`).
+pub(crate) mod bus;
 mod claims;
 mod connection;
 mod counts;
