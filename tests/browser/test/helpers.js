@@ -40,14 +40,15 @@ process.on('exit', () => {
 
 /**
  * Starts Herald on a free port (`start [--debug] --config FILE`) and waits for GET /up.
- * options.debug (default true); options.server: extra `[server]` keys.
+ * options.debug (default true); options.server: extra `[server]` keys; options.port: a given port
+ * (to start a server again where its clients will reconnect).
  */
-async function startHerald({ debug = true, server = {}, name = 'herald' } = {}) {
+async function startHerald({ debug = true, server = {}, name = 'herald', port: givenPort } = {}) {
   if (!fs.existsSync(HERALD_BIN)) {
     throw new Error(`Herald binary not found at ${HERALD_BIN} (build it, or set HERALD_BIN)`);
   }
   const host = '127.0.0.1';
-  const port = await freePort();
+  const port = givenPort || await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-browser-'));
   const configPath = path.join(dir, 'herald.toml');
   let config = `[server]\nhost = ${tomlString(host)}\nport = ${port}\n`;
