@@ -323,24 +323,35 @@ mod tests {
     }
 
     /// What the bench's JSON events compress to at each size (BENCHMARKS.md), with the server's
-    /// compressor: `cargo test --release --lib measure_json_compression -- --ignored --nocapture`
+    /// compressor, and what one compression and one inflation take here:
+    /// `cargo test --release --lib measure_json_compression -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn measure_json_compression() {
-        for size in [256, 512, 1024, 2048, 4096, 8192, 16384] {
-            let (mut raw, mut plain, mut packed) = (0, 0, 0);
-            for seq in 0..100 {
-                let json = crate::bench::stamp::make_json(1, seq, size);
-                raw += json.len();
-                let data = serde_json::to_string(&json).unwrap();
-                let text = format!(r#"{{"event":"bench","channel":"bench-fanout","data":{data}}}"#);
-                plain += text.len();
-                packed += crate::transport::deflate::compress(text.as_bytes(), 15).map_or(text.len(), |c| c.len());
+        const EVENTS: usize = 200;
+        for size in [512, 1024, 2048, 4096, 8192, 16384] {
+            let events: Vec<String> = (0..EVENTS as u64)
+                .map(|seq| {
+                    let data = serde_json::to_string(&crate::bench::stamp::make_json(1, seq, size)).unwrap();
+                    format!(r#"{{"event":"bench","channel":"bench-fanout","data":{data}}}"#)
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let packed: Vec<Vec<u8>> = (0..10)
+                .flat_map(|_| events.iter())
+                .map(|text| crate::transport::deflate::compress(text.as_bytes(), 15).unwrap())
+                .collect();
+            let compress = started.elapsed() / packed.len() as u32;
+            let started = std::time::Instant::now();
+            for p in &packed {
+                assert!(inflate(p).is_ok());
             }
-            let (raw, plain, packed) = (raw / 100, plain / 100, packed / 100);
+            let inflate = started.elapsed() / packed.len() as u32;
+            let plain = events.iter().map(String::len).sum::<usize>() / EVENTS;
+            let out = packed.iter().take(EVENTS).map(Vec::len).sum::<usize>() / EVENTS;
             println!(
-                "{raw:>6} bytes of JSON data, {plain:>6}-byte event -> {packed:>6} bytes ({}%)",
-                packed * 100 / plain
+                "{size:>6} bytes of JSON data: {plain:>6}-byte event -> {out:>6} bytes ({}%), compress {compress:?}, inflate {inflate:?}",
+                out * 100 / plain
             );
         }
     }
