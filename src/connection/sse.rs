@@ -235,9 +235,10 @@ where
     }
 }
 
-/// A broadcast's `event:` and `data:` lines.
+/// A broadcast's `event:` and `data:` lines: rendered by the first SSE subscriber's writer and kept
+/// in the shared frame (a reference-count increment for every other one).
 fn rendered(frame: &Frame) -> Option<Bytes> {
-    sse::render(frame.as_str())
+    frame.sse(sse::render).cloned()
 }
 
 /// Reads what the client sends (nothing, normally) into a buffer that lives only during the poll,

@@ -3,7 +3,7 @@
 //! A [`Frame`] is the complete JSON text of one message. A broadcast builds one frame and every
 //! subscriber's queue holds a reference-counted clone of the same bytes: fan-out never serialises or
 //! copies per subscriber. Its compressed form (permessage-deflate) is made at most once, when the
-//! first compressing subscriber needs it, and shared the same way.
+//! first compressing subscriber needs it, and shared the same way; so is its Server-Sent Events form.
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,6 +23,8 @@ struct Shared {
     text: Bytes,
     /// The compressed payload, made on first need; `None` inside when compressing does not pay.
     deflated: OnceLock<Option<Bytes>>,
+    /// The `event:`/`data:` lines for SSE streams, made on first need; `None` inside when it has none.
+    sse: OnceLock<Option<Bytes>>,
 }
 
 impl PartialEq for Frame {
@@ -45,13 +47,19 @@ impl Frame {
     }
 
     fn new(text: Bytes) -> Self {
-        Frame(Arc::new(Shared { text, deflated: OnceLock::new() }))
+        Frame(Arc::new(Shared { text, deflated: OnceLock::new(), sse: OnceLock::new() }))
     }
 
     /// The frame compressed by `compress`, computed by the first caller and shared with every later
     /// one (other threads wait for it rather than compress again); `None` when it does not pay.
     pub fn deflated(&self, compress: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<&Bytes> {
         self.0.deflated.get_or_init(|| compress(&self.0.text)).as_ref()
+    }
+
+    /// The frame's Server-Sent Events lines, rendered by `render` for the first SSE subscriber and
+    /// shared with every later one, as the compressed form is.
+    pub fn sse(&self, render: impl FnOnce(&str) -> Option<Bytes>) -> Option<&Bytes> {
+        self.0.sse.get_or_init(|| render(self.as_str())).as_ref()
     }
 
     /// A frame from bytes that must be UTF-8 text (a message to echo back, say); `None` otherwise.
@@ -298,6 +306,15 @@ mod tests {
         let small = Frame::pong();
         assert_eq!(small.deflated(|_| None), None);
         assert_eq!(small.deflated(|_| unreachable!()), None, "a refusal is remembered too");
+    }
+
+    #[test]
+    fn the_sse_form_is_made_once_and_shared_by_clones() {
+        let frame = Frame::event("e", "c", "1");
+        let copy = frame.clone();
+        let first = frame.sse(|text| Some(Bytes::from(text.to_uppercase()))).map(|b| b.as_ptr());
+        assert_eq!(copy.sse(|_| unreachable!("rendered twice")).map(|b| b.as_ptr()), first);
+        assert!(Frame::pong().sse(|_| None).is_none());
     }
 
     /// Fan-out clones a frame into every subscriber's queue: an `Arc` clone must cost no more than the
