@@ -32,12 +32,14 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jwt", jwt),
 ];
 
-/// What a JSON text Herald builds must be.
-fn assert_json(text: &str) -> Value {
-    match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(e) => panic!("Herald wrote invalid JSON ({e}): {text}"),
+/// What a JSON text Herald builds must be: valid JSON (RFC 8259). Returned as a `Value` to check its
+/// fields, unless it holds a number outside what an f64 holds (`3e802`): the grammar allows it, Herald
+/// relays client payloads as they came, and JavaScript reads it as Infinity, but serde's `Value` refuses it.
+fn assert_json(text: &str) -> Option<Value> {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        panic!("Herald wrote invalid JSON ({e}): {text}");
     }
+    serde_json::from_str(text).ok()
 }
 
 /// What the reader of one socket makes of a byte stream arriving in pieces of `chunk` bytes: the
@@ -107,9 +109,10 @@ pub fn client_message(data: &[u8]) {
             if validate_event_name(&event).is_ok() && ChannelName::parse(&channel).is_ok() {
                 for user_id in [None, Some("7")] {
                     let frame = Frame::client_event(&event, &channel, data, user_id);
-                    let value = assert_json(frame.as_str());
-                    assert_eq!(value["event"].as_str(), Some(event.as_ref()));
-                    assert_eq!(value["channel"].as_str(), Some(channel.as_ref()));
+                    if let Some(value) = assert_json(frame.as_str()) {
+                        assert_eq!(value["event"].as_str(), Some(event.as_ref()));
+                        assert_eq!(value["channel"].as_str(), Some(channel.as_ref()));
+                    }
                 }
             }
         }
@@ -178,12 +181,15 @@ pub fn presence_channel_data(data: &[u8]) {
     if let Ok(member) = MemberData::parse(Some(text), MAX_INFO) {
         assert!(!member.user_id.is_empty());
         assert!(member.user_info.as_ref().is_none_or(|info| info.len() <= MAX_INFO));
-        let added = assert_json(&member.added_json());
-        assert_eq!(added["user_id"].as_str(), Some(member.user_id.as_str()));
-        assert_eq!(assert_json(&removed_json(&member.user_id))["user_id"].as_str(), Some(member.user_id.as_str()));
+        if let Some(added) = assert_json(&member.added_json()) {
+            assert_eq!(added["user_id"].as_str(), Some(member.user_id.as_str()));
+        }
+        let removed = assert_json(&removed_json(&member.user_id));
+        assert_eq!(removed.as_ref().and_then(|r| r["user_id"].as_str()), Some(member.user_id.as_str()));
         let members = [(member.user_id.as_str(), member.user_info.as_deref()), ("other", None)];
-        let succeeded = assert_json(&presence_succeeded_json(members.into_iter()));
-        assert!(succeeded["presence"]["hash"].get(member.user_id.as_str()).is_some());
+        if let Some(succeeded) = assert_json(&presence_succeeded_json(members.into_iter())) {
+            assert!(succeeded["presence"]["hash"].get(member.user_id.as_str()).is_some());
+        }
     }
     if let Ok(id) = signin_user_id(text) {
         // Events reach a signed-in user through this channel: the API must accept its name.
@@ -201,11 +207,10 @@ pub fn plain_message(data: &[u8]) {
     assert!(ChannelName::parse(&channel.name).is_ok());
     let Ok(message) = PlainMessage::parse(message) else { return };
     let frame = Frame::plain_message(&channel.name, &message, "user-1", 1);
-    let value = assert_json(frame.as_str());
+    let Some(value) = assert_json(frame.as_str()) else { return };
     assert_eq!(value["event"].as_str(), Some(message.kind));
     assert_eq!(value["channel"].as_str(), Some(channel.name.as_str()));
-    let payload: Value = assert_json(message.payload.get());
-    assert_eq!(value["data"]["payload"], payload);
+    assert_eq!(Some(&value["data"]["payload"]), assert_json(message.payload.get()).as_ref());
 }
 
 /// The records other nodes publish on Redis (Redis in): whatever decodes re-encodes to itself.
