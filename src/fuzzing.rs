@@ -30,6 +30,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("deflate_offer", deflate_offer),
     ("inflate", inflate),
     ("jwt", jwt),
+    ("xhr_send_body", xhr_send_body),
+    ("sse_render", sse_render),
+    ("sse_request", sse_request),
 ];
 
 /// What a JSON text Herald builds must be: valid JSON (RFC 8259). Returned as a `Value` to check its
@@ -278,4 +281,86 @@ pub fn jwt(data: &[u8]) {
         Err(e) => panic!("an issued token is refused: {e:?}"),
     }
     assert_eq!(verify(&issued, SECRET, &format!("{room}-other")), Err(TokenError::WrongRoom));
+}
+
+/// The HTTP fallbacks' `xhr_send` bodies (byte 0 picks the message size limit): what is accepted
+/// keeps the limits, and goes back out as one `a[...]` line that decodes to the same messages.
+pub fn xhr_send_body(data: &[u8]) {
+    use crate::protocol::http_fallback::{messages_line, parse_send_body, MAX_MESSAGES_PER_SEND};
+    let Some((&choice, body)) = data.split_first() else { return };
+    let max = [0, 1, 16, 1000, 10_000][usize::from(choice) % 5];
+    let Ok(messages) = parse_send_body(body, max) else { return };
+    assert!(messages.len() <= MAX_MESSAGES_PER_SEND, "{} messages accepted", messages.len());
+    assert!(messages.iter().all(|m| m.len() <= max), "a message past {max} bytes accepted");
+    let Some(line) = messages_line(messages.iter().map(String::as_str)) else {
+        assert!(messages.is_empty());
+        return;
+    };
+    let body = line.strip_prefix('a').and_then(|l| l.strip_suffix('\n'));
+    let Some(body) = body.filter(|b| !b.contains(['\n', '\r'])) else {
+        panic!("an a[...] line that is not one line: {line:?}")
+    };
+    assert_json(body);
+    assert_eq!(serde_json::from_str::<Vec<String>>(body).ok().as_ref(), Some(&messages));
+}
+
+/// A broadcast frame rendered for Server-Sent Events: only `event:` and `data:` lines, never a
+/// blank line (which would end the event early and let a publisher write events of its own), and
+/// the data lines put together are one JSON object.
+pub fn sse_render(data: &[u8]) {
+    use crate::protocol::sse::render;
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Some(rendered) = render(text) else { return };
+    let Ok(rendered) = std::str::from_utf8(&rendered) else { panic!("SSE rendering is not UTF-8") };
+    let Some(body) = rendered.strip_suffix('\n') else { panic!("unterminated last line: {rendered:?}") };
+    let mut lines = body.split('\n');
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("event: ") && first.len() > 7, "first line: {first:?}");
+    assert!(!first.contains('\r'));
+    let mut joined = String::new();
+    for line in lines {
+        let Some(part) = line.strip_prefix("data: ") else { panic!("a line that is not data: {line:?}") };
+        assert!(!part.is_empty() && !part.contains('\r'), "data line {line:?}");
+        joined.push_str(part);
+        joined.push('\n');
+    }
+    if let Some(value) = assert_json(&joined) {
+        assert!(value.is_object(), "data is not an object: {joined}");
+    }
+}
+
+/// The SSE endpoint's inputs: `channels` (a comma list), then a bearer token or a ticket on the next
+/// line. Accepted channel lists keep their limits; only credentials signed with the app's secret
+/// pass; a ticket Herald issues verifies with its claims, and never as a bearer token.
+pub fn sse_request(data: &[u8]) {
+    use crate::protocol::sse_auth::{issue_ticket, verify_bearer, verify_ticket, TicketRequest};
+    use crate::session::MAX_SSE_CHANNELS;
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (names, token) = text.split_once('\n').unwrap_or((text, ""));
+    if let Ok(channels) = crate::server::sse::parse_channels(names.split(',')) {
+        assert!(!channels.is_empty() && channels.len() <= MAX_SSE_CHANNELS);
+        for (i, channel) in channels.iter().enumerate() {
+            assert!(ChannelName::parse(&channel.name).is_ok());
+            assert!(!channel.name.starts_with("private-encrypted-"), "{} served over SSE", channel.name);
+            assert!(channels[..i].iter().all(|c| c.name != channel.name), "{} twice", channel.name);
+        }
+    }
+    for grant in [verify_bearer(token, SECRET), verify_ticket(token, SECRET)].into_iter().flatten() {
+        // The fuzzer cannot forge HS256: what passes must be a whole token from a corpus file.
+        assert!(verify_bearer(token, "another-secret").is_err() && verify_ticket(token, "another-secret").is_err());
+        assert!(grant.user_id.as_deref() != Some(""));
+    }
+    let channels: Vec<String> = names.split(',').map(str::to_owned).collect();
+    let user_id = (!token.is_empty()).then_some(token);
+    let request = TicketRequest { channels: &channels, user_id, user_info: None };
+    let ticket = issue_ticket(SECRET, "ticket-1", 4_000_000_000, &request);
+    match verify_ticket(&ticket, SECRET) {
+        Ok(grant) => {
+            assert_eq!(grant.channels, channels);
+            assert_eq!(grant.user_id.as_deref(), user_id);
+            assert_eq!(grant.ticket, Some(("ticket-1".to_owned(), 4_000_000_000)));
+        }
+        Err(e) => panic!("an issued ticket is refused: {e:?}"),
+    }
+    assert!(verify_bearer(&ticket, SECRET).is_err(), "a ticket passes as a bearer token");
 }

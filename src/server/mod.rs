@@ -11,7 +11,7 @@ mod http_api;
 mod limits;
 mod plain;
 mod routes;
-mod sse;
+pub(crate) mod sse;
 mod sse_tickets;
 mod takeover;
 mod tls;

@@ -54,7 +54,7 @@ fn no(status: StatusCode, message: impl Into<String>) -> Refusal {
 /// [`MAX_SSE_CHANNELS`], and none `private-encrypted-`: their payloads are readable only with the
 /// channel's shared secret, which pusher-js gets from the app's auth endpoint and an `EventSource`
 /// never does, so they are not served here (the WebSocket endpoint serves them).
-pub(super) fn parse_channels<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Channel>, String> {
+pub(crate) fn parse_channels<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Channel>, String> {
     let mut channels: Vec<Channel> = Vec::new();
     for name in names.into_iter().map(str::trim).filter(|n| !n.is_empty()) {
         let parsed = ChannelName::parse(name).map_err(|e| {
