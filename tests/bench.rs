@@ -210,7 +210,10 @@ fn fanout_and_idle_with_http_subscribers() {
         assert_server_figures(&r);
         assert!(r["notes"].to_string().contains(&format!("transport: {transport}")), "{r:#}");
 
-        let r = bench(&server, &["--scenario", "idle", "--connections", "200", "--duration", "1", "--transport", transport]);
+        let r = bench(
+            &server,
+            &["--scenario", "idle", "--connections", "200", "--duration", "1", "--transport", transport],
+        );
         assert_all_subscribed(&r, 200);
         assert_server_figures(&r);
         assert!(r["held"].as_bool().unwrap_or(false), "{r:#}");
