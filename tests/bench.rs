@@ -197,6 +197,35 @@ fn every_scenario_against_herald() {
     assert!(f(&r["latency"]["p50_ms"]) > 0.0, "{r:#}");
 }
 
+/// The HTTP transports' subscribers (`--transport sse`, `xhr_streaming`) run fanout and idle with the
+/// same accounting as WebSocket ones: every delivery counted and timed, none lost.
+#[test]
+fn fanout_and_idle_with_http_subscribers() {
+    let server = start_herald();
+    for transport in ["xhr_streaming", "sse"] {
+        let fanout = ["--scenario", "fanout", "--connections", "100", "--rate", "100", "--duration", "2"];
+        let r = bench(&server, &[&fanout[..], &["--transport", transport]].concat());
+        assert_all_subscribed(&r, 100);
+        assert_exact_delivery(&r, 200, 100);
+        assert_server_figures(&r);
+        assert!(r["notes"].to_string().contains(&format!("transport: {transport}")), "{r:#}");
+
+        let r = bench(
+            &server,
+            &["--scenario", "idle", "--connections", "200", "--duration", "1", "--transport", transport],
+        );
+        assert_all_subscribed(&r, 200);
+        assert_server_figures(&r);
+        assert!(r["held"].as_bool().unwrap_or(false), "{r:#}");
+    }
+    // 1 KiB JSON events: several of them may share one `a[...]` line, each still counted once.
+    let mut json = JSON_FANOUT.to_vec();
+    json[5] = "400";
+    json.extend(["--transport", "xhr_streaming"]);
+    let r = bench(&server, &json);
+    assert_exact_delivery(&r, 800, 100);
+}
+
 /// 1 KiB JSON events to 100 subscribers, 2 s at 100 events/s: the same run without and with
 /// `--compression`.
 const JSON_FANOUT: [&str; 12] = [
@@ -289,4 +318,10 @@ fn refuses_other_hosts_and_too_many_connections() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    let output = Command::new(HERALD)
+        .args(["bench", "--scenario", "rooms", "--transport", "xhr_streaming"])
+        .output()
+        .expect("run herald bench");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fanout and idle"));
 }

@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, KEY};
+use common::{unused_port, TestServer, APP_ID, KEY, SECRET};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -200,4 +201,78 @@ async fn a_stream_nobody_reads_is_cut_as_a_slow_consumer_with_memory_bounded() {
     assert_eq!(server.trigger("firehose", "small", "{}").await, 200);
     assert_eq!(ws.recv().await["event"], "small");
     drop(stream);
+}
+
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = unused_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, child }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node whose advertised address accepts connections and never answers (the fault itself: a
+/// stalled process, a black-holing firewall): a request relayed to it is answered 504 within the
+/// relay's deadline, rather than left hanging with its client.
+#[tokio::test]
+async fn a_request_relayed_to_a_stalled_node_is_answered_504_instead_of_hanging() {
+    let redis = Redis::start();
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_url = format!("http://{}", stalled.local_addr().unwrap());
+    // Holds what it accepts (a bounded number), reads and writes nothing.
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 100 {
+            let Ok((connection, _)) = stalled.accept().await else { break };
+            held.push(connection);
+        }
+        std::future::pending::<()>().await
+    });
+    let prefix = format!("herald-relay-{}", rand::random::<u32>());
+    let node = |port: u16, node_url: &str| {
+        format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}\"\nchannel = \"{prefix}\"\n{node_url}\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n",
+            redis.port
+        )
+    };
+    // Node A tells the cluster that its sessions live at the stalled address.
+    let port_a = unused_port();
+    let a = TestServer::start_with_config(port_a, &node(port_a, &format!("node_url = \"{stalled_url}\"")), &[]).await;
+    let port_b = unused_port();
+    let b = TestServer::start_with_config(port_b, &node(port_b, ""), &[]).await;
+    let client = reqwest::Client::new();
+    let session = "7/stalled1";
+    open_polling(&client, &a, session).await;
+
+    // The bound is the relay's deadline plus slack for a slow machine; a relay without one hangs.
+    let bound = Duration::from_secs(30);
+    for (what, body) in [("xhr_send", "[]"), ("xhr", "")] {
+        let answer = tokio::time::timeout(bound, post(&client, &url(&b, session, what), body)).await;
+        let (status, body) = answer.unwrap_or_else(|_| panic!("{what} relayed to a stalled node hung"));
+        assert_eq!(status, 504, "{what}: {body}");
+        assert!(body.contains("did not answer in time"), "{what}: {body}");
+    }
+    // The session itself, on node A, is untouched.
+    assert_eq!(send(&client, &a, session, &[]).await.0, 204);
 }

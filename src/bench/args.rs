@@ -62,6 +62,10 @@ pub enum Transport {
     Ws,
     /// Server-Sent Events (`GET /sse/{key}?channels=...`); fanout and idle only.
     Sse,
+    /// pusher-js's `xhr_streaming` HTTP fallback (a held `POST .../xhr_streaming`, `xhr_send` to
+    /// subscribe); fanout and idle only.
+    #[value(name = "xhr_streaming")]
+    XhrStreaming,
 }
 
 /// Load generator for Herald (or any Pusher-protocol server on this machine).
@@ -72,7 +76,7 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum)]
     pub scenario: Scenario,
-    /// How subscribers connect: `ws` (the Pusher endpoint) or `sse` (fanout and idle only).
+    /// How subscribers connect: `ws` (the Pusher endpoint), `sse` or `xhr_streaming` (fanout and idle only).
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Transport,
     /// Server address (127.0.0.0/8 only).
@@ -206,8 +210,8 @@ impl Plan {
                 anyhow::bail!("{name} must be 1..={max}");
             }
         }
-        if args.transport == Transport::Sse && !matches!(args.scenario, Scenario::Fanout | Scenario::Idle) {
-            anyhow::bail!("--transport sse runs the fanout and idle scenarios only");
+        if args.transport != Transport::Ws && !matches!(args.scenario, Scenario::Fanout | Scenario::Idle) {
+            anyhow::bail!("--transport sse and xhr_streaming run the fanout and idle scenarios only");
         }
         if args.settle > 60 {
             anyhow::bail!("--settle must be at most 60 seconds");
@@ -275,5 +279,9 @@ mod tests {
         assert_eq!(plan(&[]).map(|p| p.args.transport).ok(), Some(Transport::Ws));
         let rooms = Cli::try_parse_from(["bench", "--scenario", "rooms", "--transport", "sse"]).unwrap();
         assert!(Plan::new(rooms.args).is_err());
+        let xhr = plan(&["--transport", "xhr_streaming"]).map(|p| p.args.transport).ok();
+        assert_eq!(xhr, Some(Transport::XhrStreaming));
+        let storm = Cli::try_parse_from(["bench", "--scenario", "storm", "--transport", "xhr_streaming"]).unwrap();
+        assert!(Plan::new(storm.args).is_err());
     }
 }

@@ -14,7 +14,8 @@
 //! client), [`connect`] (many of them), [`http`] and [`publisher`] (the signed HTTP API at a fixed rate),
 //! [`stamp`] (send times), [`latency`] (histograms), [`counters`], [`procfs`] (server and kernel figures),
 //! [`progress`] (a line a second), [`report`] (table and JSON), [`scenario`] (the runs themselves), [`wire`]
-//! (bytes on the socket counted, permessage-deflate inflated for `--compression`).
+//! (bytes on the socket counted, permessage-deflate inflated for `--compression`), [`stream`] (fanout and
+//! idle with HTTP subscribers: [`sse`] and [`xhr`] for `xhr_streaming`).
 
 mod args;
 mod client;
@@ -29,8 +30,10 @@ mod report;
 mod scenario;
 mod sse;
 mod stamp;
+mod stream;
 mod target;
 mod wire;
+mod xhr;
 
 use std::process::ExitCode;
 

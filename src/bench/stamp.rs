@@ -243,6 +243,12 @@ pub fn find_stamp(frame: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// Every stamp in `text`, in order: the send times of the events of a line that carries several
+/// (an `xhr_streaming` `a[...]` line), where the stamps sit escaped but intact.
+pub fn each_stamp(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.match_indices(MARKER).filter_map(|(at, _)| find_stamp(&text[at..]))
+}
+
 /// Latency in microseconds of a frame received now, if it carries a stamp.
 pub fn latency_micros(frame: &str, now: u64) -> Option<u64> {
     find_stamp(frame).map(|sent| now.saturating_sub(sent) / 1_000)

@@ -3,7 +3,8 @@
 //! A [`Frame`] is the complete JSON text of one message. A broadcast builds one frame and every
 //! subscriber's queue holds a reference-counted clone of the same bytes: fan-out never serialises or
 //! copies per subscriber. Its compressed form (permessage-deflate) is made at most once, when the
-//! first compressing subscriber needs it, and shared the same way; so is its Server-Sent Events form.
+//! first compressing subscriber needs it, and shared the same way; so are its Server-Sent Events form
+//! and its HTTP-fallback line (`a[...]`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +26,8 @@ struct Shared {
     deflated: OnceLock<Option<Bytes>>,
     /// The `event:`/`data:` lines for SSE streams, made on first need; `None` inside when it has none.
     sse: OnceLock<Option<Bytes>>,
+    /// The `a["..."]` line for `xhr_streaming` / `xhr_polling` sessions, made on first need.
+    http_line: OnceLock<Bytes>,
 }
 
 impl PartialEq for Frame {
@@ -47,7 +50,7 @@ impl Frame {
     }
 
     fn new(text: Bytes) -> Self {
-        Frame(Arc::new(Shared { text, deflated: OnceLock::new(), sse: OnceLock::new() }))
+        Frame(Arc::new(Shared { text, deflated: OnceLock::new(), sse: OnceLock::new(), http_line: OnceLock::new() }))
     }
 
     /// The frame compressed by `compress`, computed by the first caller and shared with every later
@@ -60,6 +63,13 @@ impl Frame {
     /// shared with every later one, as the compressed form is.
     pub fn sse(&self, render: impl FnOnce(&str) -> Option<Bytes>) -> Option<&Bytes> {
         self.0.sse.get_or_init(|| render(self.as_str())).as_ref()
+    }
+
+    /// The frame as an HTTP-fallback line, rendered by `render` for the first such session and shared
+    /// with every later one: escaping the text into a JSON string per subscriber would cost more than
+    /// the rest of a delivery.
+    pub fn http_line(&self, render: impl FnOnce(&str) -> Bytes) -> &Bytes {
+        self.0.http_line.get_or_init(|| render(self.as_str()))
     }
 
     /// A frame from bytes that must be UTF-8 text (a message to echo back, say); `None` otherwise.
@@ -315,6 +325,15 @@ mod tests {
         let first = frame.sse(|text| Some(Bytes::from(text.to_uppercase()))).map(|b| b.as_ptr());
         assert_eq!(copy.sse(|_| unreachable!("rendered twice")).map(|b| b.as_ptr()), first);
         assert!(Frame::pong().sse(|_| None).is_none());
+    }
+
+    #[test]
+    fn the_http_line_is_made_once_and_shared_by_clones() {
+        let frame = Frame::event("e", "c", "1");
+        let copy = frame.clone();
+        let first = frame.http_line(|text| Bytes::from(text.to_uppercase())).as_ptr();
+        assert_eq!(copy.http_line(|_| unreachable!("rendered twice")).as_ptr(), first);
+        assert_ne!(Frame::pong().http_line(|_| Bytes::from_static(b"x")).as_ptr(), first, "per frame");
     }
 
     /// Fan-out clones a frame into every subscriber's queue: an `Arc` clone must cost no more than the

@@ -34,6 +34,32 @@ pub fn messages_line<'a>(messages: impl IntoIterator<Item = &'a str>) -> Option<
     Some(line)
 }
 
+/// The `a[...]` line of one message (what a broadcast's frame caches for every session).
+pub fn message_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len() + message.len() / 8 + 8);
+    line.push_str("a[");
+    push_json_string(&mut line, message);
+    line.push_str("]\n");
+    line
+}
+
+/// One `a[...]` line carrying the messages of several one-message lines (each as
+/// [`message_line`] makes it), without escaping anything again; `None` for none.
+pub fn join_message_lines(lines: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut joined = Vec::with_capacity(lines.iter().map(|l| l.len()).sum::<usize>() + 3);
+    for line in lines {
+        let Some(message) = line.strip_prefix(b"a[").and_then(|l| l.strip_suffix(b"]\n")) else { continue };
+        joined.push(if joined.is_empty() { b'[' } else { b',' });
+        joined.extend_from_slice(message);
+    }
+    if joined.is_empty() {
+        return None;
+    }
+    joined.insert(0, b'a');
+    joined.extend_from_slice(b"]\n");
+    Some(joined)
+}
+
 /// The `c[code,"reason"]` line that ends a session.
 pub fn close_line(code: u16, reason: &str) -> String {
     let mut line = format!("c[{code},");
@@ -89,6 +115,18 @@ mod tests {
         let decoded: Vec<String> = serde_json::from_str(&line[1..]).unwrap();
         assert_eq!(decoded, frames);
         assert_eq!(messages_line([]), None);
+    }
+
+    #[test]
+    fn one_message_lines_join_into_the_line_of_all_of_them() {
+        let frames = [r#"{"event":"e","data":"{\"x\":1}"}"#, "second", "third \n"];
+        let singles: Vec<String> = frames.iter().map(|f| message_line(f)).collect();
+        assert_eq!(singles[0], messages_line([frames[0]]).unwrap());
+        let parts: Vec<&[u8]> = singles.iter().map(|s| s.as_bytes()).collect();
+        let joined = join_message_lines(&parts).unwrap();
+        assert_eq!(String::from_utf8(joined).unwrap(), messages_line(frames).unwrap());
+        assert_eq!(join_message_lines(&parts[..1]).unwrap(), singles[0].as_bytes());
+        assert_eq!(join_message_lines(&[]), None);
     }
 
     #[test]

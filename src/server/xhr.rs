@@ -21,9 +21,10 @@ use axum::Json;
 use serde_json::json;
 
 use super::limits::ConnInfo;
+use super::takeover::Takeover;
 use super::websocket::{checked_origin, OpenSocket, REFUSED_ORIGIN};
 use super::AppState;
-use crate::connection::http_fallback::{response, SessionContext, SessionError};
+use crate::connection::http_fallback::{response, ResponseBody, SessionContext, SessionError};
 use crate::protocol::http_fallback::{parse_send_body, valid_session_path, SendBodyError};
 use crate::protocol::signature::decode_query;
 use crate::session::PusherHandshake;
@@ -33,6 +34,10 @@ type SessionPath = Path<(String, String, String)>;
 
 /// Marks a request one node relayed to another: it is served where it arrives, never relayed again.
 const RELAYED: &str = "x-herald-relayed";
+/// How long the node holding a session may take to answer a relayed request's head. Every answer's
+/// head is written at once (a stream's and a poll's body follow later), so a node that says nothing
+/// for this long is stalled: the client gets a 504 rather than a request that hangs.
+const RELAY_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Relaying requests to the node that holds their session.
 pub struct Relay {
@@ -72,11 +77,16 @@ impl Relay {
                 request = request.header(&name, value);
             }
         }
-        let answer = match request.send().await {
-            Ok(answer) => answer,
-            Err(e) => {
+        let answer = match tokio::time::timeout(RELAY_HEAD_TIMEOUT, request.send()).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "relay to the session's node failed: serving here");
                 return None;
+            }
+            Err(_) => {
+                tracing::warn!(node = holder, "the session's node did not answer a relayed request in time");
+                let message = "The node holding this session did not answer in time";
+                return Some(refuse(StatusCode::GATEWAY_TIMEOUT, message, None));
             }
         };
         let status = answer.status();
@@ -128,7 +138,7 @@ async fn receive(
     state: AppState,
     (key, server, session): (String, String, String),
     polling: bool,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     let cors = cors(&state, &key, request.headers());
     if !valid_session_path(&server, &session) {
@@ -142,7 +152,7 @@ async fn receive(
         {
             let target = path_and_query(&request);
             if let Some(answer) = relay.forward(&holder, &target, request.headers(), Bytes::new()).await {
-                return answer;
+                return with_cors(answer, cors);
             }
         }
     }
@@ -188,6 +198,11 @@ async fn receive(
             sessions.open(&session_path, handshake, receiver, context).await
         });
     }
+    if !polling {
+        if let Some(takeover) = request.extensions().get::<Takeover>().cloned() {
+            return take_over(&state, &mut request, takeover, body, cors.as_ref());
+        }
+    }
     let mut response = Response::new(Body::from_stream(body.into_stream()));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -196,6 +211,49 @@ async fn receive(
     // nginx buffers responses unless told not to: a buffered stream delivers nothing.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     with_cors(response, cors)
+}
+
+/// Serves a stream on the connection's raw socket (see `takeover`): a held stream then costs no
+/// hyper buffers. The connection's permit and open-socket count stay with the stream, and a
+/// shutdown waits for its last line (`c[4200,...]`) to be written.
+fn take_over(
+    state: &AppState,
+    request: &mut Request,
+    takeover: Takeover,
+    body: ResponseBody,
+    cors: Option<&HeaderValue>,
+) -> Response {
+    let permit = request.extensions_mut().remove::<ConnInfo>().map(|info| info.permit);
+    let hold = (OpenSocket::new(state), permit);
+    let head = streaming_head(cors);
+    let socket = takeover.prepare();
+    let deadline = Duration::from_millis(state.config.server.handshake_timeout_ms);
+    tokio::spawn(async move {
+        let _hold = hold;
+        // No socket: the connection went away first; the body is dropped and its session detaches.
+        if let Ok(Ok(io)) = tokio::time::timeout(deadline, socket).await {
+            body.write_to(io, &head).await;
+        }
+    });
+    takeover.arm();
+    // Never written: hyper hands the socket over instead.
+    Response::new(Body::empty())
+}
+
+/// A stream's response head, as the hyper path would write it, but close-delimited: nothing may
+/// buffer the body, and it ends when the socket closes.
+fn streaming_head(cors: Option<&HeaderValue>) -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+x-content-type-options: nosniff\r\nx-accel-buffering: no\r\nconnection: close\r\nvary: Origin\r\n"
+        .to_vec();
+    // A HeaderValue holds no CR or LF, so it cannot break the head.
+    if let Some(origin) = cors {
+        head.extend_from_slice(b"access-control-allow-origin: ");
+        head.extend_from_slice(origin.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// `xhr_send`: a JSON array of serialised Pusher messages for a session.
@@ -230,7 +288,7 @@ pub async fn send(
     if let (Err(SessionError::Unknown), Some(relay)) = (&sent, &state.relay) {
         if let Some(holder) = relay.holder_elsewhere(&state, &format!("{key}/{session_path}"), &headers).await {
             if let Some(answer) = relay.forward(&holder, &target, &headers, body).await {
-                return answer;
+                return with_cors(answer, cors);
             }
         }
     }

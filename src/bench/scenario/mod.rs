@@ -29,9 +29,16 @@ use super::report::{BenchFigures, KernelFigures, Params, Report, ServerFigures, 
 /// Runs the plan's scenario to its end.
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut run = Run::new(plan);
-    if run.plan.args.transport == Transport::Sse {
-        super::sse::run(&mut run).await?;
-        return Ok(run.finish().await);
+    match run.plan.args.transport {
+        Transport::Ws => {}
+        Transport::Sse => {
+            super::stream::run::<super::sse::Client>(&mut run).await?;
+            return Ok(run.finish().await);
+        }
+        Transport::XhrStreaming => {
+            super::stream::run::<super::xhr::Client>(&mut run).await?;
+            return Ok(run.finish().await);
+        }
     }
     match run.plan.args.scenario {
         Scenario::Fanout => fanout::run(&mut run).await?,

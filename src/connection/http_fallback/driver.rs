@@ -15,7 +15,7 @@ use tracing::{debug, Instrument};
 
 use super::{Command, Receiver};
 use crate::hub::{OutboundReceiver, Outgoing, OverflowSignal};
-use crate::protocol::http_fallback::{self, messages_line, HEARTBEAT, OPEN};
+use crate::protocol::http_fallback::{self, join_message_lines, message_line, messages_line, HEARTBEAT, OPEN};
 use crate::protocol::{ErrorCode, Frame};
 use crate::session::{Exit, Liveness, PusherSession, Session};
 
@@ -185,13 +185,19 @@ impl Driver {
         }
     }
 
-    /// One `a[...]` line for everything queued; a poll then ends its response.
+    /// One `a[...]` line for everything queued; a poll then ends its response. Each frame's line is
+    /// rendered once per broadcast (see `Frame::http_line`); one frame is sent as that shared line,
+    /// several are joined without escaping again.
     async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Exit> {
         let mut then_close = None;
-        let mut frames = Vec::with_capacity(batch.len());
+        let mut lines = Vec::with_capacity(batch.len());
+        let mut bytes = 0;
         for item in batch.iter() {
             match item {
-                Outgoing::Frame(frame) => frames.push(frame.as_str()),
+                Outgoing::Frame(frame) => {
+                    bytes += frame.as_str().len();
+                    lines.push(frame.http_line(|text| Bytes::from(message_line(text))).clone());
+                }
                 Outgoing::Close { code, message } => {
                     then_close = Some(Exit::Pusher(*code, message.clone()));
                     break;
@@ -200,14 +206,20 @@ impl Driver {
                 Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Binary(_) => {}
             }
         }
-        let bytes = frames.iter().map(|f| f.len()).sum();
-        let count = frames.len();
-        let line = messages_line(frames);
+        let count = lines.len();
+        let line = match lines.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => {
+                let parts: Vec<&[u8]> = many.iter().map(|l| l.as_ref()).collect();
+                join_message_lines(&parts).map(Bytes::from)
+            }
+        };
         self.rx.sent(batch);
         batch.clear();
         if let Some(line) = line {
             crate::metrics::sent(count, bytes);
-            self.write(Bytes::from(line)).await;
+            self.write(line).await;
             if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
                 self.detach();
             }

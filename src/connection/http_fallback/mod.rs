@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +71,43 @@ impl ResponseBody {
                 line = body.lines.recv() => line.map(|line| (Ok(line), body)),
             }
         })
+    }
+}
+
+/// How long a taken stream's last bytes may take to leave once its body ended.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl ResponseBody {
+    /// Writes the body onto a socket taken from hyper, after `head`: a held `xhr_streaming`
+    /// response then costs no hyper connection state or buffers. The body is close-delimited, so
+    /// it ends by closing the socket: when the driver lets go of it, aborts it (a client that does
+    /// not read), or the client goes away (seen as an end of input, so a dead stream detaches at
+    /// once rather than at its next write).
+    pub async fn write_to<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut io: S, head: &[u8]) {
+        if io.write_all(head).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        let mut probe = [0u8; 64];
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.abort.cancelled() => return,
+                line = self.lines.recv() => {
+                    let Some(line) = line else { break };
+                    let written = async { io.write_all(&line).await?; io.flush().await };
+                    tokio::select! {
+                        written = written => if written.is_err() { return },
+                        _ = self.abort.cancelled() => return,
+                    }
+                }
+                read = io.read(&mut probe) => match read {
+                    Ok(0) | Err(_) => return,
+                    // A stream's client sends nothing more; whatever it sends is dropped.
+                    Ok(_) => {}
+                },
+            }
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
     }
 }
 
