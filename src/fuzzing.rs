@@ -211,7 +211,9 @@ pub fn plain_message(data: &[u8]) {
     let Ok(message) = PlainMessage::parse(message) else { return };
     let frame = Frame::plain_message(&channel.name, &message, "user-1", 1);
     let Some(value) = assert_json(frame.as_str()) else { return };
-    assert_eq!(value["event"].as_str(), Some(message.kind));
+    // Never a name a Pusher client would take for the server's or the app's own event.
+    assert_eq!(value["event"].as_str(), Some(message.event.as_str()));
+    assert!(message.event.starts_with(crate::protocol::plain::CLIENT_PREFIX), "{}", message.event);
     assert_eq!(value["channel"].as_str(), Some(channel.name.as_str()));
     assert_eq!(Some(&value["data"]["payload"]), assert_json(message.payload.get()).as_ref());
 }

@@ -6,10 +6,21 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::Parser;
 
-use herald::cli::{start, Cli, Command};
+use herald::cli::{start, Cli, Command, USAGE_ERROR};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version come this way too: they print to stdout and succeed.
+            let _ = e.print();
+            return if e.use_stderr() {
+                std::process::ExitCode::from(USAGE_ERROR)
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Config => {
             print!("{}", herald::config::SAMPLE);

@@ -314,7 +314,7 @@ fn refuses_other_hosts_and_too_many_connections() {
             .args(&args)
             .output()
             .expect("run herald bench");
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(output.status.code(), Some(64), "{args:?}: a usage error, like clap's own");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }

@@ -345,8 +345,25 @@ fn connect_to_a_closed_port_exits_1() {
     let out = run(herald(&["connect", "--port", &port]), "/ping\n");
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.stderr.contains("cannot connect"), "{}", out.all());
-    let out = run(herald(&["connect", "--user-info", "{not json"]), "");
-    assert_eq!(out.code, Some(1), "{}", out.all());
+}
+
+/// Usage errors exit 64, never 2, which `connect` keeps for "the server closed with an error code".
+#[test]
+fn usage_errors_exit_64_not_the_server_error_code() {
+    for args in [
+        &["connect", "--no-such-flag"][..],
+        &["connect", "--port", "not-a-port"],
+        &["connect", "--user-info", "{not json"],
+        &["trigger", "--bogus"],
+        &["no-such-command"],
+    ] {
+        let out = run(herald(args), "");
+        assert_eq!(out.code, Some(64), "{args:?}: {}", out.all());
+        assert!(!out.stderr.is_empty(), "{args:?}: the mistake is explained: {}", out.all());
+    }
+    let out = run(herald(&["connect", "--help"]), "");
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains("--app-key"), "{}", out.all());
 }
 
 #[tokio::test]

@@ -191,3 +191,40 @@ async fn the_api_request_rate_is_limited_per_app_with_429() {
     }
     assert_eq!(server.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await.0, 200, "the budget is intact");
 }
+
+/// A request refused with 400 must have published nothing, or an SDK that retries it would deliver
+/// twice: `info` (the last thing a handler looks at) is validated before the first delivery, for
+/// one channel, several, and each event of a batch.
+#[tokio::test]
+async fn a_refused_request_publishes_nothing_even_when_only_its_info_is_wrong() {
+    let server = TestServer::start("", "").await;
+    let (mut c, _) = server.subscriber("guarded-info").await;
+    let events = events_path();
+    let batch = format!("/apps/{APP_ID}/batch_events");
+    let refused = [
+        (events.clone(), json!({"name": "e1", "channel": "guarded-info", "data": "x", "info": "user_count"})),
+        (
+            events.clone(),
+            json!({"name": "e2", "channels": ["presence-room", "guarded-info"], "data": "x", "info": "user_count"}),
+        ),
+        (
+            batch.clone(),
+            json!({"batch": [
+                {"name": "e3", "channel": "guarded-info", "data": "x"},
+                {"name": "e4", "channel": "guarded-info", "data": "x", "info": "user_count"},
+            ]}),
+        ),
+    ];
+    for (path, body) in &refused {
+        let (status, reply) = server.api("POST", path, &body.to_string(), &[]).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply["error"].as_str().is_some_and(|e| e.contains("user_count")), "{reply}");
+    }
+    // Control: the same info on a presence channel is fine.
+    let ok = json!({"name": "e5", "channel": "presence-room", "data": "x", "info": "user_count"});
+    let (status, reply) = server.api("POST", &events, &ok.to_string(), &[]).await;
+    assert_eq!((status, reply), (200, json!({"channels": {"presence-room": {"user_count": 0}}})));
+    // The subscriber's next event is the sentinel: none of the refused ones was delivered.
+    assert_eq!(server.trigger("guarded-info", "sentinel", "x").await, 200);
+    assert_eq!(c.recv().await["event"], "sentinel");
+}

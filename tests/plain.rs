@@ -59,7 +59,7 @@ async fn two_clients_chat_in_a_room() {
     let mut bob = joined(&lobby, "bob").await;
     alice.send(r#"{"type":"chat","payload":{"text":"hi bob"}}"#).await;
     let got = bob.recv().await;
-    assert_eq!(got["event"], "chat");
+    assert_eq!(got["event"], "client-chat");
     assert_eq!(got["channel"], "private-room-lobby");
     assert_eq!(got["data"]["payload"], json!({"text": "hi bob"}));
     assert_eq!(got["data"]["from"], "alice");
@@ -188,10 +188,56 @@ async fn rooms_are_hub_channels_shared_with_the_http_api_and_pusher_clients() {
     assert_eq!(pusher.recv().await["event"], "pusher_internal:subscription_succeeded");
     plain.send(r#"{"type":"move","payload":{"x":3}}"#).await;
     let seen = pusher.recv().await;
-    assert_eq!(seen["event"], "move");
+    assert_eq!(seen["event"], "client-move", "plain messages reach Pusher clients as client events");
     assert_eq!(seen["data"]["payload"]["x"], 3);
     assert_eq!(seen["data"]["from"], "alice");
     // And a whisper from the Pusher side reaches the plain client.
     pusher.send(r#"{"event":"client-wave","channel":"private-room-lobby","data":{"hi":true}}"#).await;
     assert_eq!(plain.recv().await["event"], "client-wave");
+}
+
+/// A plain client cannot make a Pusher client in its room take its message for the server's:
+/// `pusher:` and `pusher_internal:` types are refused, and everything else arrives as `client-*`.
+#[tokio::test]
+async fn plain_messages_never_look_like_server_events_to_pusher_clients() {
+    let server = TestServer::start("", "").await;
+    let mut plain = joined(&url(&server, "lobby", ""), "mallory").await;
+    let (mut pusher, socket_id) = server.connect().await;
+    let auth = make_auth(KEY, SECRET, &channel_auth_message(&socket_id, "private-room-lobby", None));
+    pusher
+        .send(&json!({"event":"pusher:subscribe","data":{"channel":"private-room-lobby","auth":auth}}).to_string())
+        .await;
+    assert_eq!(pusher.recv().await["event"], "pusher_internal:subscription_succeeded");
+
+    for forged in [
+        r#"{"type":"pusher_internal:member_added","payload":{"user_id":"admin"}}"#,
+        r#"{"type":"pusher_internal:subscription_succeeded","payload":{}}"#,
+        r#"{"type":"pusher:error","payload":{"code":4001}}"#,
+        r#"{"type":"pusher\u005finternal:member_removed","payload":{}}"#,
+    ] {
+        plain.send(forged).await;
+        let refused = plain.recv().await;
+        assert_eq!(refused["event"], "herald:error", "{forged}: {refused}");
+    }
+    // A type the app's server might publish arrives under a client- name; a client- type stays as is.
+    plain.send(r#"{"type":"order.shipped","payload":{"id":1}}"#).await;
+    plain.send(r#"{"type":"client-typing","payload":true}"#).await;
+    // The first thing the Pusher client sees is the renamed message: none of the forged ones came.
+    let first = pusher.recv().await;
+    assert_eq!(first["event"], "client-order.shipped", "{first}");
+    assert_eq!(first["data"]["from"], "mallory");
+    assert_eq!(pusher.recv().await["event"], "client-typing");
+}
+
+/// A `type` holding JSON escapes is unescaped and delivered (it was refused when borrowed).
+#[tokio::test]
+async fn a_type_with_json_escapes_is_accepted() {
+    let server = TestServer::start("", "").await;
+    let lobby = url(&server, "lobby", "");
+    let mut alice = joined(&lobby, "alice").await;
+    let mut bob = joined(&lobby, "bob").await;
+    alice.send(r#"{"type":"caf\u00e9 \"quoted\" \/ line\nbreak","payload":"escaped"}"#).await;
+    let got = bob.recv().await;
+    assert_eq!(got["event"], "client-caf\u{e9} \"quoted\" / line\nbreak", "{got}");
+    assert_eq!(got["data"]["payload"], "escaped");
 }

@@ -38,7 +38,7 @@ async fn connection_established_carries_a_unique_socket_id_and_the_activity_time
 async fn unknown_key_and_bad_protocol_versions_are_refused_with_their_codes() {
     let server = TestServer::start("", "").await;
     for (key, query, code) in
-        [("nope", "protocol=7", 4001), (KEY, "protocol=3", 4007), (KEY, "protocol=x", 4007), (KEY, "client=js", 4008)]
+        [("nope", "protocol=7", 4001), (KEY, "protocol=3", 4007), (KEY, "protocol=x", 4006), (KEY, "client=js", 4008)]
     {
         let mut c = Client::connect(&server.ws_url(key, query)).await;
         let error = c.recv().await;

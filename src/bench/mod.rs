@@ -43,13 +43,13 @@ pub use report::Report;
 
 /// Runs `herald bench` to its end: prints progress to stderr, the table to stdout, and writes the JSON
 /// report when asked. Exit status: 0 when the run completed (held or not: the report says), 1 when it
-/// could not run (nothing subscribed, deadline passed), 2 for invalid flags.
+/// could not run (nothing subscribed, deadline passed), 64 for invalid flags (as every subcommand).
 pub fn main(args: BenchArgs) -> ExitCode {
     let plan = match args::Plan::new(args) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("herald bench: {e:#}");
-            return ExitCode::from(2);
+            return ExitCode::from(crate::cli::USAGE_ERROR);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -184,7 +184,7 @@ async fn run(args: ConnectArgs) -> u8 {
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => {
             eprintln!("herald connect: --user-info is not JSON: {e}");
-            return 1;
+            return super::USAGE_ERROR;
         }
     };
     let session = Session {

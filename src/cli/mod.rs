@@ -8,6 +8,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The exit code of every subcommand for a command line it cannot use (an unknown flag, a value
+/// that does not parse): sysexits' EX_USAGE, not clap's default 2, because `herald connect` and
+/// `herald start` already give 2 its own meaning, and a script must tell "you called me wrong"
+/// from "the server refused".
+pub const USAGE_ERROR: u8 = 64;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "A real-time WebSocket server speaking the Pusher protocol v7")]
 pub struct Cli {

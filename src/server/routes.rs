@@ -26,7 +26,11 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(http_api::terminate_connections))
         .route("/users/{user_id}/terminate_connections", post(http_api::terminate_connections_by_key))
         .route("/apps/{app_id}/connections", get(http_api::connections))
-        .route("/up", get(up));
+        .route("/up", get(up))
+        .merge(super::dashboard::routes())
+        .merge(super::demo::routes());
+    // The dashboard and the demo move with the rest: behind a proxy that forwards only the prefix,
+    // pages at the bare path would be unreachable. Their pages link and call relative URLs.
     let path = state.config.server.path.clone();
     let mut routes = if path.is_empty() { routes } else { Router::new().nest(&path, routes).route("/up", get(up)) };
     if let Some(echo) = &state.config.server.echo_path {
@@ -34,8 +38,6 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .route("/metrics", get(metrics))
-        .merge(super::dashboard::routes())
-        .merge(super::demo::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)

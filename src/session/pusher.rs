@@ -52,10 +52,11 @@ pub struct PusherSession {
     message_limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
-/// Protocol versions 5-7 are in use (pysher still sends 6).
+/// Protocol versions 5-7 are in use (pysher still sends 6). A version that is not a number gets
+/// 4006, as on Pusher, so a client can tell a malformed URL from a version it must upgrade from.
 fn check_protocol_version(protocol: Option<&str>) -> Result<(), ErrorCode> {
     let version = protocol.ok_or(ErrorCode::NoProtocolVersion)?;
-    let version: u32 = version.parse().map_err(|_| ErrorCode::UnsupportedProtocolVersion)?;
+    let version: u32 = version.parse().map_err(|_| ErrorCode::InvalidVersionFormat)?;
     if (5..=7).contains(&version) {
         Ok(())
     } else {
@@ -354,7 +355,8 @@ mod tests {
         assert_eq!(check_protocol_version(Some("5")), Ok(()));
         assert_eq!(check_protocol_version(Some("4")), Err(ErrorCode::UnsupportedProtocolVersion));
         assert_eq!(check_protocol_version(Some("8")), Err(ErrorCode::UnsupportedProtocolVersion));
-        assert_eq!(check_protocol_version(Some("seven")), Err(ErrorCode::UnsupportedProtocolVersion));
+        assert_eq!(check_protocol_version(Some("seven")), Err(ErrorCode::InvalidVersionFormat));
+        assert_eq!(check_protocol_version(Some("-7")), Err(ErrorCode::InvalidVersionFormat));
         assert_eq!(check_protocol_version(None), Err(ErrorCode::NoProtocolVersion));
     }
 }

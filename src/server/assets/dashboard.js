@@ -1,4 +1,4 @@
-// Herald's live dashboard: polls /dashboard/api/* once a second and renders the selected app's
+// Herald's live dashboard: polls dashboard/api/* (relative to the page, so under [server] path too) once a second and renders the selected app's
 // connections, channels, presence members and recent activity. Everything from the server is put
 // in the page as text (never as HTML): event data comes from clients.
 'use strict';
@@ -149,8 +149,8 @@
     const app = encodeURIComponent(view.app);
     try {
       const [state, events] = await Promise.all([
-        api(`/dashboard/api/state?app=${app}`),
-        view.paused ? Promise.resolve(null) : api(`/dashboard/api/events?app=${app}&since=${view.since}`),
+        api(`dashboard/api/state?app=${app}`),
+        view.paused ? Promise.resolve(null) : api(`dashboard/api/events?app=${app}&since=${view.since}`),
       ]);
       if (generation !== view.generation) return; // the app changed meanwhile
       renderState(state);
@@ -199,7 +199,7 @@
       data: $('trigger-data').value,
     };
     try {
-      await api('/dashboard/api/trigger', {
+      await api('dashboard/api/trigger', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify(body),
@@ -234,7 +234,7 @@
     let apps;
     for (;;) {
       try {
-        apps = (await api('/dashboard/api/apps')).apps;
+        apps = (await api('dashboard/api/apps')).apps;
         break;
       } catch (err) {
         setStatus('error', `cannot reach Herald: ${err.message}`);

@@ -1,6 +1,6 @@
 // Herald's chat demo: pusher-js over one presence channel. Members are who is online, whispers
 // (`client-typing`) drive the typing indicator and messages are client events (`client-message`),
-// so no application server is needed: Herald relays them, and `/demo/auth` signs the subscription.
+// so no application server is needed: Herald relays them, and demo/auth (under the page's path prefix) signs the subscription.
 'use strict';
 
 (() => {
@@ -97,7 +97,7 @@
       forceTLS: tls,
       enabledTransports: ['ws', 'wss'],
       channelAuthorization: {
-        endpoint: '/demo/auth',
+        endpoint: `${config.path || ''}/demo/auth`,
         transport: 'ajax',
         params: { user_id: me.id, user_name: name },
       },
