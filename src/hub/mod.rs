@@ -10,6 +10,7 @@ pub mod feed;
 mod member_lock;
 pub mod outbound;
 pub mod registry;
+mod watchlist;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +18,11 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::apps::{App, AppChange, AppStore};
-use crate::cluster::{Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record};
+use crate::cluster::{
+    Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record, ONLINE_USERS,
+};
 use crate::config::AppConfig;
+use crate::protocol::channel::user_of_channel;
 use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
 use crate::protocol::{Channel, ChannelKind, ChannelName, Frame, SocketId};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -256,10 +260,15 @@ impl Hub {
         Ok(subscribed)
     }
 
-    /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone.
+    /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone,
+    /// and so is a signed-in user's last socket (leaving its `#server-to-user-` channel) to its
+    /// watchers.
     pub async fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) {
         let Some(left) = self.registry.unsubscribe(app_id, channel, socket_id) else { return };
-        if ChannelKind::of(channel) == ChannelKind::User {
+        if ChannelKind::of(channel).server_made() {
+            if let (true, Some(user_id)) = (left.vacated, user_of_channel(channel)) {
+                self.user_signed_out(app_id, user_id).await;
+            }
             return;
         }
         self.logged(self.cluster.state.subscription_changed(app_id, channel, -1).await);
@@ -333,6 +342,9 @@ impl Hub {
     /// Announces what the cluster noticed by itself: a dead node's members and channels gone.
     async fn on_cluster_event(&self, event: ClusterEvent) {
         match event {
+            ClusterEvent::MemberGone { app_id, channel, user_id } if channel == ONLINE_USERS => {
+                self.announce_watched(&app_id, &user_id, false).await;
+            }
             ClusterEvent::MemberGone { app_id, channel, user_id } => {
                 self.member_removed(&app_id, &channel, &user_id).await;
             }

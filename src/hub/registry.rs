@@ -240,16 +240,19 @@ impl Registry {
         Some(Subscribed { new: previous.is_none(), occupied, cache_miss, replaced_last_socket_of })
     }
 
-    /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
-    pub fn join_user_channel(&self, app_id: &str, user_id: &str, out: &Outbound) {
-        if let Some(app) = self.app(app_id) {
-            let name = user_channel(user_id);
-            app.channels
-                .entry(name.into())
-                .or_default()
-                .subscribers
-                .insert(out.socket_id(), Subscriber { out: out.clone(), user_id: None });
-        }
+    /// Subscribes a socket to a server-made channel (its user's `#server-to-user-{id}`, a watched
+    /// user's `#watchlist-{id}`), silently. True when it is the channel's first socket here.
+    pub fn join_server_channel(&self, app_id: &str, name: &str, out: &Outbound) -> bool {
+        let Some(app) = self.app(app_id) else { return false };
+        let mut entry = app.channels.entry(name.into()).or_default();
+        let first = entry.subscribers.is_empty();
+        entry.subscribers.insert(out.socket_id(), Subscriber { out: out.clone(), user_id: None });
+        first
+    }
+
+    /// This node's subscribers of a channel.
+    pub fn subscription_count_local(&self, app_id: &str, channel: &str) -> usize {
+        self.app(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
     }
 
     /// Closes every local connection of a user (the HTTP API's `terminate_connections`).
@@ -415,7 +418,7 @@ impl LocalNode for Registry {
     }
 
     fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
-        self.app(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
+        self.subscription_count_local(app_id, channel)
     }
 
     fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
@@ -587,8 +590,8 @@ mod tests {
         let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.join_user_channel("a", "42", &o1);
-        reg.join_user_channel("a", "42", &o2);
+        assert!(reg.join_server_channel("a", &user_channel("42"), &o1), "the user's first socket here");
+        assert!(!reg.join_server_channel("a", &user_channel("42"), &o2));
         assert_eq!(reg.terminate_user("a", "42"), 2);
         assert_eq!(reg.terminate_user("a", "43"), 0);
         let mut got = Vec::new();

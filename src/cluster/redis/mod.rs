@@ -23,6 +23,7 @@ mod http_sessions;
 mod keys;
 mod nodes;
 mod occupancy;
+mod online;
 mod presence;
 mod resync;
 mod scripts;
