@@ -9,6 +9,8 @@ use super::memory_claims::MemoryClaims;
 use super::memory_presence::MemoryPresence;
 use super::{Broker, ChannelCounts, ClusterEvent, ClusterResult, ClusterState, Join, LocalNode, Member, Record};
 use crate::protocol::presence::MemberData;
+use crate::protocol::Frame;
+use std::time::Duration;
 
 /// Nothing to send: the hub has already delivered to the only node there is.
 pub struct MemoryBroker;
@@ -106,6 +108,14 @@ impl ClusterState for MemoryState {
     async fn users_online(&self, app_id: &str, user_ids: &[String]) -> ClusterResult<Vec<bool>> {
         let online = self.online.lock().map_err(|_| super::ClusterError::Unavailable("poisoned".into()))?;
         Ok(user_ids.iter().map(|u| online.contains(&(app_id.to_owned(), u.clone()))).collect())
+    }
+
+    async fn cache_event(&self, _app_id: &str, _channel: &str, _frame: &Frame) -> ClusterResult<()> {
+        Ok(())
+    }
+
+    async fn cached_event(&self, _app_id: &str, _channel: &str) -> ClusterResult<Option<(Frame, Duration)>> {
+        Ok(None)
     }
 
     async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool> {

@@ -142,6 +142,11 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn user_offline(&self, app_id: &str, user_id: &str) -> ClusterResult<bool>;
     /// Which of `user_ids` are signed in somewhere in the cluster, in the same order.
     async fn users_online(&self, app_id: &str, user_ids: &[String]) -> ClusterResult<Vec<bool>>;
+    /// Keeps the last event of a cache channel for [`crate::hub::registry::CACHE_TTL`], where
+    /// every node finds it (the single-process state keeps nothing: the registry's cache is it).
+    async fn cache_event(&self, app_id: &str, channel: &str, frame: &Frame) -> ClusterResult<()>;
+    /// The last event of a cache channel kept by any node, with how long it stays fresh.
+    async fn cached_event(&self, app_id: &str, channel: &str) -> ClusterResult<Option<(Frame, std::time::Duration)>>;
     /// Claims `key` for at least `ttl`: true for the first claim in the whole cluster, false for
     /// every later one (a single-use SSE ticket redeemed twice, on this node or another).
     async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool>;

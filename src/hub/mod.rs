@@ -6,6 +6,7 @@
 //! delivered to this node's subscribers by the [`Registry`], and handed to the cluster's broker for
 //! every other node (see [`crate::cluster`]).
 
+mod counts;
 pub mod feed;
 mod member_lock;
 pub mod outbound;
@@ -146,11 +147,7 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {
-                        for (app_id, channel, count) in hub.registry.flush_subscription_counts() {
-                            hub.webhooks.emit(&app_id, WebhookEvent::SubscriptionCount { channel, count });
-                        }
-                    }
+                    _ = tick.tick() => hub.announce_subscription_counts().await,
                 }
             }
         });
@@ -229,6 +226,14 @@ impl Hub {
                 presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
             }
         };
+        if channel.cache && !self.registry.has_cached(&app.id, name) {
+            // A node started after the last event (or one that missed it) replays the cluster's.
+            match self.cluster.state.cached_event(&app.id, name).await {
+                Ok(Some((frame, fresh_for))) => self.registry.remember_from_cluster(&app.id, name, frame, fresh_for),
+                Ok(None) => {}
+                Err(e) => debug!(error = %e, "cache channel served from this node only"),
+            }
+        }
         let user_id = member.map(|m| m.user_id.as_str());
         let confirmation = confirmation.unwrap_or_else(|| Frame::subscription_succeeded(name, &succeeded));
         let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, confirmation, user_id) else {
@@ -400,6 +405,11 @@ impl Hub {
         let started = std::time::Instant::now();
         let delivered = self.registry.deliver(&broadcast);
         crate::metrics::published(delivered, started.elapsed().as_secs_f64());
+        if broadcast.channel.cache && kind != BroadcastKind::Internal {
+            // Kept where every node finds it: a node started later replays it too.
+            let kept = self.cluster.state.cache_event(app_id, &broadcast.channel.name, &broadcast.frame).await;
+            self.logged(kept);
+        }
         if let Err(e) = self.cluster.broker.publish(Record::Broadcast(broadcast)).await {
             debug!(error = %e, "broadcast reached this node only");
         }

@@ -79,6 +79,17 @@ pub struct Subscribed {
     pub replaced_last_socket_of: Option<String>,
 }
 
+/// A channel whose subscriber count changed on this node since the last round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountChange {
+    pub app_id: String,
+    pub channel: String,
+    /// This node's subscribers now.
+    pub local: usize,
+    /// Whether the app sends `pusher_internal:subscription_count` to subscribers.
+    pub send_events: bool,
+}
+
 /// What an unsubscribe changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribed {
@@ -296,10 +307,10 @@ impl Registry {
         }
     }
 
-    /// Sends `pusher_internal:subscription_count` to every channel whose count changed since the
-    /// last call (where the app sends them), and returns the changes as (app, channel, count).
-    /// Called on a coarse shared tick, which is what throttles it.
-    pub fn flush_subscription_counts(&self) -> Vec<(String, String, usize)> {
+    /// Every channel whose count changed here since the last call, with this node's count and
+    /// whether its app sends `subscription_count` events. Called on a coarse shared tick, which
+    /// is what throttles them; the hub asks the cluster for the count to announce.
+    pub fn take_count_changes(&self) -> Vec<CountChange> {
         let changed = match self.count_changed.lock() {
             Ok(mut changed) => std::mem::take(&mut *changed),
             Err(_) => return Vec::new(),
@@ -307,21 +318,24 @@ impl Registry {
         let mut counts = Vec::with_capacity(changed.len());
         for (app_id, channel) in changed {
             let Some(app) = self.app(&app_id) else { continue };
-            let count = match app.channels.get(channel.as_str()) {
-                Some(entry) => {
-                    if app.count_events.load(Ordering::Relaxed) {
-                        let frame = Frame::subscription_count(&channel, entry.subscribers.len());
-                        for sub in entry.subscribers.values() {
-                            sub.out.push(frame.clone());
-                        }
-                    }
-                    entry.subscribers.len()
-                }
-                None => 0,
-            };
-            counts.push((app_id, channel, count));
+            let local = app.channels.get(channel.as_str()).map_or(0, |entry| entry.subscribers.len());
+            let send_events = app.count_events.load(Ordering::Relaxed);
+            counts.push(CountChange { app_id, channel, local, send_events });
         }
         counts
+    }
+
+    /// Keeps a cache channel's last event read from the cluster, as fresh as it is there, unless
+    /// this node has one already (it saw every event since it started, so its own is as new).
+    pub fn remember_from_cluster(&self, app_id: &str, channel: &str, frame: Frame, fresh_for: Duration) {
+        let Some(app) = self.app(app_id) else { return };
+        let published = Instant::now().checked_sub(CACHE_TTL.saturating_sub(fresh_for)).unwrap_or_else(Instant::now);
+        app.cache.entry(channel.into()).or_insert((frame, published));
+    }
+
+    /// Whether a cache channel has a fresh event on this node.
+    pub fn has_cached(&self, app_id: &str, channel: &str) -> bool {
+        self.app(app_id).is_some_and(|a| a.cache.get(channel).is_some_and(|c| c.1.elapsed() < CACHE_TTL))
     }
 
     /// Counts a new connection against the app's quota (`max_connections`), making the app's state
@@ -573,16 +587,33 @@ mod tests {
     #[tokio::test]
     async fn subscription_counts_are_batched_per_round() {
         let reg = registry();
-        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
         reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
-        drain(&mut r1).await;
-        assert_eq!(reg.flush_subscription_counts(), vec![("a".into(), "c".into(), 2)], "two changes, one message");
-        let saw = drain(&mut r1).await;
-        assert_eq!(saw.len(), 1);
-        assert_eq!(saw[0]["data"], r#"{"subscription_count":2}"#);
-        assert!(reg.flush_subscription_counts().is_empty());
+        let change = CountChange { app_id: "a".into(), channel: "c".into(), local: 2, send_events: true };
+        assert_eq!(reg.take_count_changes(), vec![change], "two changes, one announcement");
+        assert!(reg.take_count_changes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cached_event_from_the_cluster_is_replayed_but_never_replaces_a_local_one() {
+        let reg = registry();
+        assert!(!reg.has_cached("a", "cache-x"));
+        reg.remember_from_cluster("a", "cache-x", Frame::event("e", "cache-x", "remote"), CACHE_TTL);
+        assert!(reg.has_cached("a", "cache-x"));
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let s = reg.subscribe("a", &chan("cache-x"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        assert!(!s.cache_miss);
+        assert_eq!(drain(&mut r1).await[1]["data"], "remote");
+        reg.deliver(&broadcast("cache-x", Frame::event("e", "cache-x", "local"), None));
+        reg.remember_from_cluster("a", "cache-x", Frame::event("e", "cache-x", "older"), CACHE_TTL);
+        let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
+        reg.subscribe("a", &chan("cache-x"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        assert_eq!(drain(&mut r2).await[1]["data"], "local");
+        // An event with no freshness left is as good as none.
+        reg.remember_from_cluster("a", "cache-y", Frame::event("e", "cache-y", "stale"), Duration::ZERO);
+        assert!(!reg.has_cached("a", "cache-y"));
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 //!   state once it is back.
 
 mod broker;
+mod cache;
 // Crate-visible for the fuzz entry points (`crate::fuzzing`).
 pub(crate) mod bus;
 mod claims;

@@ -148,6 +148,19 @@ impl ClusterState for RedisState {
         self.online_among(app_id, user_ids).await
     }
 
+    async fn cache_event(&self, app_id: &str, channel: &str, frame: &crate::protocol::Frame) -> ClusterResult<()> {
+        self.keep_cached(app_id, channel, frame).await
+    }
+
+    async fn cached_event(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> ClusterResult<Option<(crate::protocol::Frame, std::time::Duration)>> {
+        self.trusted()?;
+        self.read_cached(app_id, channel).await
+    }
+
     /// Refused while the state cannot be trusted: a Redis that came back empty has forgotten the
     /// claims made before, and a ticket must not be usable twice.
     async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool> {
