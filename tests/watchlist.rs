@@ -87,7 +87,7 @@ async fn online_on_the_first_connection_and_offline_on_the_last() {
     assert_eq!(watchlist_events(&mut watcher).await, online(&["m1"]), "no second online for user 2");
 
     drop(first);
-    connections_become(&server, 4).await;
+    connections_become(&server, 3).await; // the watcher, the second tab, m1
     let _m2 = signed_in(&server, "m2", &[]).await;
     assert_eq!(watchlist_events(&mut watcher).await, online(&["m2"]), "no offline while a tab is left");
 
