@@ -317,9 +317,17 @@ impl Registry {
         };
         let mut counts = Vec::with_capacity(changed.len());
         for (app_id, channel) in changed {
-            let Some(app) = self.app(&app_id) else { continue };
-            let local = app.channels.get(channel.as_str()).map_or(0, |entry| entry.subscribers.len());
-            let send_events = app.count_events.load(Ordering::Relaxed);
+            let (local, send_events) = match self.app(&app_id) {
+                Some(app) => (
+                    app.channels.get(channel.as_str()).map_or(0, |entry| entry.subscribers.len()),
+                    app.count_events.load(Ordering::Relaxed),
+                ),
+                // The app's last connection here closed: other nodes' subscribers still hear of it.
+                None => match self.store.by_id(&app_id) {
+                    Some(config) => (0, config.subscription_count_events),
+                    None => continue,
+                },
+            };
             counts.push(CountChange { app_id, channel, local, send_events });
         }
         counts
