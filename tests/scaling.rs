@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald::protocol::signature::{channel_auth_message, make_auth};
+use herald::protocol::signature::{channel_auth_message, make_auth, signin_message};
 use serde_json::{json, Value};
 
 struct Redis {
@@ -69,17 +69,34 @@ fn cluster_port() -> u16 {
 /// Two nodes sharing one prefix (the same deployment).
 async fn pair(redis_url: &str, extra_app: &str) -> (TestServer, TestServer) {
     let prefix = format!("herald-test-{}", rand::random::<u32>());
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let port = unused_port();
-        let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"{redis_url}\"\nchannel = \"{prefix}\"\nnode_timeout_ms = 1500\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{extra_app}\n"
-        );
-        nodes.push(TestServer::start_with_config(port, &config, &[]).await);
-    }
-    let b = nodes.pop().unwrap();
-    let a = nodes.pop().unwrap();
-    (a, b)
+    (node(redis_url, &prefix, extra_app).await, node(redis_url, &prefix, extra_app).await)
+}
+
+/// One node of the deployment whose key prefix is `prefix`.
+async fn node(redis_url: &str, prefix: &str, extra_app: &str) -> TestServer {
+    let port = unused_port();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"{redis_url}\"\nchannel = \"{prefix}\"\nnode_timeout_ms = 1500\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{extra_app}\n"
+    );
+    TestServer::start_with_config(port, &config, &[]).await
+}
+
+/// A connection signed in as `id`, watching `watchlist`, past its `signin_success`.
+async fn signed_in(server: &TestServer, id: &str, watchlist: &[&str]) -> Client {
+    let (mut c, socket_id) = server.connect().await;
+    let data = json!({"id": id, "watchlist": watchlist}).to_string();
+    let auth = make_auth(KEY, SECRET, &signin_message(&socket_id, &data));
+    c.send(&json!({"event":"pusher:signin","data":{"auth": auth, "user_data": data}}).to_string()).await;
+    let reply = c.recv().await;
+    assert_eq!(reply["event"], "pusher:signin_success", "{reply}");
+    c
+}
+
+/// The `data.events` of the next message, which must be a watchlist event.
+async fn watchlist_events(c: &mut Client, wait: Duration) -> Value {
+    let m = c.next_text(wait).await.expect("a watchlist event");
+    assert_eq!(m["event"], "pusher_internal:watchlist_events", "{m}");
+    data_of(&m)["events"].clone()
 }
 
 fn data_of(message: &Value) -> Value {
@@ -403,6 +420,116 @@ async fn webhooks_fire_once_per_cluster() {
         names(&received.lock().unwrap()),
         ["channel_occupied", "member_added", "member_removed", "channel_vacated"]
     );
+}
+
+#[tokio::test]
+async fn watchlists_hear_of_users_on_other_nodes_and_of_a_killed_nodes_users() {
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, mut b) = pair(&url, "").await;
+    let _early = signed_in(&b, "early", &[]).await;
+    let mut watcher = signed_in(&a, "w", &["early", "u"]).await;
+    let wait = Duration::from_secs(5);
+    assert_eq!(
+        watchlist_events(&mut watcher, wait).await,
+        json!([{"name": "online", "user_ids": ["early"]}, {"name": "offline", "user_ids": ["u"]}]),
+        "the state after sign-in is the cluster's"
+    );
+    let u_on_b = signed_in(&b, "u", &[]).await;
+    assert_eq!(watchlist_events(&mut watcher, wait).await, json!([{"name": "online", "user_ids": ["u"]}]));
+    // A second connection of u, on the watcher's node: no second online.
+    let u_on_a = signed_in(&a, "u", &[]).await;
+    drop(u_on_b);
+    eventually(&a, &format!("/apps/{APP_ID}/connections"), &[], |v| v["connections"] == 3).await;
+    drop(u_on_a);
+    assert_eq!(watchlist_events(&mut watcher, wait).await, json!([{"name": "offline", "user_ids": ["u"]}]));
+
+    // Node B dies with "early" signed in there: another node reaps it and announces it offline.
+    let _ = b.output(); // SIGKILL
+    let events = watchlist_events(&mut watcher, Duration::from_secs(20)).await;
+    assert_eq!(events, json!([{"name": "offline", "user_ids": ["early"]}]));
+}
+
+#[tokio::test]
+async fn subscription_counts_pushed_and_answered_are_cluster_wide() {
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let (a, b) = pair(&url, "subscription_count_events = true").await;
+    let (mut on_a, _) = a.subscriber("counted").await;
+    let (mut on_b, _) = b.subscriber("counted").await;
+    // Each node's subscriber hears the count of both nodes, whichever node changed it.
+    count_becomes(&mut on_a, 2).await;
+    count_becomes(&mut on_b, 2).await;
+    eventually(&a, &format!("/apps/{APP_ID}/channels/counted"), &[("info", "subscription_count")], |v| {
+        v == &json!({"occupied": true, "subscription_count": 2})
+    })
+    .await;
+    // Leaving on B is announced to A's subscriber.
+    drop(on_b);
+    count_becomes(&mut on_a, 1).await;
+}
+
+/// Reads `pusher_internal:subscription_count` messages (a few, each within 5 s) until one says `n`.
+async fn count_becomes(c: &mut Client, n: u64) {
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let Ok(m) = c.next_text(Duration::from_secs(5)).await else { break };
+        assert_eq!(m["event"], "pusher_internal:subscription_count", "{m}");
+        seen.push(data_of(&m)["subscription_count"].clone());
+        if seen.last() == Some(&json!(n)) {
+            return;
+        }
+    }
+    panic!("the subscription count never became {n}: heard {seen:?}");
+}
+
+#[tokio::test]
+async fn a_cache_channels_last_event_reaches_a_node_started_after_it() {
+    use std::sync::{Arc, Mutex};
+    let redis = Redis::start(unused_port(), &[]);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                sink.lock().unwrap().extend(v["events"].as_array().unwrap().iter().cloned());
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let hooks =
+        format!("webhook_batch_ms = 20\n[[apps.webhooks]]\nurl = \"{hook_url}\"\nevent_types = [\"cache_miss\"]\n");
+    let prefix = format!("herald-test-{}", rand::random::<u32>());
+    let a = node(&url, &prefix, &hooks).await;
+    assert_eq!(a.trigger("cache-quote", "price", r#"{"p":7}"#).await, 200);
+    // Node B starts after the event: it never saw it go by.
+    let b = node(&url, &prefix, &hooks).await;
+    let (mut c, _) = b.connect().await;
+    c.send(r#"{"event":"pusher:subscribe","data":{"channel":"cache-quote"}}"#).await;
+    assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    let replayed = c.recv().await;
+    assert_eq!(replayed["event"], "price", "the event published on node A: {replayed}");
+    assert_eq!(replayed["data"], r#"{"p":7}"#);
+    // A cache channel with no event anywhere is a miss, and its webhook is the only one: the
+    // subscription to cache-quote before it sent none.
+    c.send(r#"{"event":"pusher:subscribe","data":{"channel":"cache-empty"}}"#).await;
+    assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(c.recv().await["event"], "pusher:cache_miss");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no cache_miss webhook for cache-empty");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let channels: Vec<Value> = received.lock().unwrap().iter().map(|e| e["channel"].clone()).collect();
+    assert_eq!(channels, vec![json!("cache-empty")], "one cache_miss, for the channel that had no event");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The single-process cluster: no peers to reach, and the node's own counts are the cluster's.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -8,6 +9,8 @@ use super::memory_claims::MemoryClaims;
 use super::memory_presence::MemoryPresence;
 use super::{Broker, ChannelCounts, ClusterEvent, ClusterResult, ClusterState, Join, LocalNode, Member, Record};
 use crate::protocol::presence::MemberData;
+use crate::protocol::Frame;
+use std::time::Duration;
 
 /// Nothing to send: the hub has already delivered to the only node there is.
 pub struct MemoryBroker;
@@ -28,11 +31,18 @@ pub struct MemoryState {
     local: Arc<dyn LocalNode>,
     presence: MemoryPresence,
     claims: MemoryClaims,
+    /// Signed-in users as (app, user): the hub reports only a user's first and last connection.
+    online: Mutex<HashSet<(String, String)>>,
 }
 
 impl MemoryState {
     pub fn new(local: Arc<dyn LocalNode>) -> Self {
-        MemoryState { local, presence: MemoryPresence::default(), claims: MemoryClaims::default() }
+        MemoryState {
+            local,
+            presence: MemoryPresence::default(),
+            claims: MemoryClaims::default(),
+            online: Mutex::default(),
+        }
     }
 }
 
@@ -85,6 +95,27 @@ impl ClusterState for MemoryState {
 
     async fn connection_changed(&self, _app_id: &str, _delta: i64) -> ClusterResult<()> {
         Ok(())
+    }
+
+    async fn user_online(&self, app_id: &str, user_id: &str) -> ClusterResult<bool> {
+        Ok(self.online.lock().map(|mut o| o.insert((app_id.to_owned(), user_id.to_owned()))).unwrap_or(true))
+    }
+
+    async fn user_offline(&self, app_id: &str, user_id: &str) -> ClusterResult<bool> {
+        Ok(self.online.lock().map(|mut o| o.remove(&(app_id.to_owned(), user_id.to_owned()))).unwrap_or(true))
+    }
+
+    async fn users_online(&self, app_id: &str, user_ids: &[String]) -> ClusterResult<Vec<bool>> {
+        let online = self.online.lock().map_err(|_| super::ClusterError::Unavailable("poisoned".into()))?;
+        Ok(user_ids.iter().map(|u| online.contains(&(app_id.to_owned(), u.clone()))).collect())
+    }
+
+    async fn cache_event(&self, _app_id: &str, _channel: &str, _frame: &Frame) -> ClusterResult<()> {
+        Ok(())
+    }
+
+    async fn cached_event(&self, _app_id: &str, _channel: &str) -> ClusterResult<Option<(Frame, Duration)>> {
+        Ok(None)
     }
 
     async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool> {

@@ -27,6 +27,11 @@ use crate::protocol::{Channel, Frame, SocketId};
 
 pub use memory_presence::{Join, Member};
 
+/// Where the cluster keeps who is signed in (the watchlists' online users): a presence list no
+/// client can name, so a Redis store keeps it, rewrites it after a loss and reaps a dead node's
+/// users with the machinery every presence channel has.
+pub const ONLINE_USERS: &str = "#online";
+
 /// What a broadcast is, so no layer has to look inside the frame's JSON to find out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BroadcastKind {
@@ -130,6 +135,18 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn subscription_changed(&self, app_id: &str, channel: &str, delta: i64) -> ClusterResult<()>;
     /// An app's connection count on this node changed by `delta`.
     async fn connection_changed(&self, app_id: &str, delta: i64) -> ClusterResult<()>;
+    /// A user's first signed-in connection on this node; true when the user was signed in
+    /// nowhere in the cluster before (its watchers are then told it is online).
+    async fn user_online(&self, app_id: &str, user_id: &str) -> ClusterResult<bool>;
+    /// A user's last signed-in connection on this node closed; true when none is left anywhere.
+    async fn user_offline(&self, app_id: &str, user_id: &str) -> ClusterResult<bool>;
+    /// Which of `user_ids` are signed in somewhere in the cluster, in the same order.
+    async fn users_online(&self, app_id: &str, user_ids: &[String]) -> ClusterResult<Vec<bool>>;
+    /// Keeps the last event of a cache channel for [`crate::hub::registry::CACHE_TTL`], where
+    /// every node finds it (the single-process state keeps nothing: the registry's cache is it).
+    async fn cache_event(&self, app_id: &str, channel: &str, frame: &Frame) -> ClusterResult<()>;
+    /// The last event of a cache channel kept by any node, with how long it stays fresh.
+    async fn cached_event(&self, app_id: &str, channel: &str) -> ClusterResult<Option<(Frame, std::time::Duration)>>;
     /// Claims `key` for at least `ttl`: true for the first claim in the whole cluster, false for
     /// every later one (a single-use SSE ticket redeemed twice, on this node or another).
     async fn claim_once(&self, key: &str, ttl: std::time::Duration) -> ClusterResult<bool>;

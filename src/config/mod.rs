@@ -173,6 +173,10 @@ pub struct AppConfig {
     /// Largest presence `user_info`, in bytes (Pusher: 1 KB).
     #[serde(default = "defaults::max_presence_user_info_size")]
     pub max_presence_user_info_size: usize,
+    /// Most user ids in a sign-in's `watchlist` (Pusher allows 100); a longer one refuses the
+    /// sign-in, so an application bug shows instead of some watched users silently never reported.
+    #[serde(default = "defaults::max_watchlist_size")]
+    pub max_watchlist_size: usize,
     /// Send `pusher_internal:subscription_count` to subscribers when a channel's count changes
     /// (opt-in, as on Pusher).
     #[serde(default)]
@@ -217,6 +221,7 @@ impl AppConfig {
             client_event_rate_limit: defaults::client_event_rate_limit(),
             max_presence_members: defaults::max_presence_members(),
             max_presence_user_info_size: defaults::max_presence_user_info_size(),
+            max_watchlist_size: defaults::max_watchlist_size(),
             subscription_count_events: false,
             api_rate_limit: defaults::api_rate_limit(),
             rate_limiting: RateLimiting::default(),
@@ -377,6 +382,9 @@ mod defaults {
     }
     pub fn max_presence_user_info_size() -> usize {
         1000
+    }
+    pub fn max_watchlist_size() -> usize {
+        100
     }
 }
 

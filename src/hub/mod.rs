@@ -6,10 +6,12 @@
 //! delivered to this node's subscribers by the [`Registry`], and handed to the cluster's broker for
 //! every other node (see [`crate::cluster`]).
 
+mod counts;
 pub mod feed;
 mod member_lock;
 pub mod outbound;
 pub mod registry;
+mod watchlist;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,11 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::apps::{App, AppChange, AppStore};
-use crate::cluster::{Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record};
+use crate::cluster::{
+    Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record, ONLINE_USERS,
+};
 use crate::config::AppConfig;
+use crate::protocol::channel::user_of_channel;
 use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
 use crate::protocol::{Channel, ChannelKind, ChannelName, Frame, SocketId};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -142,11 +147,7 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {
-                        for (app_id, channel, count) in hub.registry.flush_subscription_counts() {
-                            hub.webhooks.emit(&app_id, WebhookEvent::SubscriptionCount { channel, count });
-                        }
-                    }
+                    _ = tick.tick() => hub.announce_subscription_counts().await,
                 }
             }
         });
@@ -225,6 +226,14 @@ impl Hub {
                 presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
             }
         };
+        if channel.cache && !self.registry.has_cached(&app.id, name) {
+            // A node started after the last event (or one that missed it) replays the cluster's.
+            match self.cluster.state.cached_event(&app.id, name).await {
+                Ok(Some((frame, fresh_for))) => self.registry.remember_from_cluster(&app.id, name, frame, fresh_for),
+                Ok(None) => {}
+                Err(e) => debug!(error = %e, "cache channel served from this node only"),
+            }
+        }
         let user_id = member.map(|m| m.user_id.as_str());
         let confirmation = confirmation.unwrap_or_else(|| Frame::subscription_succeeded(name, &succeeded));
         let Some(subscribed) = self.registry.subscribe(&app.id, channel, out, confirmation, user_id) else {
@@ -256,10 +265,15 @@ impl Hub {
         Ok(subscribed)
     }
 
-    /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone.
+    /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone,
+    /// and so is a signed-in user's last socket (leaving its `#server-to-user-` channel) to its
+    /// watchers.
     pub async fn unsubscribe(&self, app_id: &str, channel: &str, socket_id: SocketId) {
         let Some(left) = self.registry.unsubscribe(app_id, channel, socket_id) else { return };
-        if ChannelKind::of(channel) == ChannelKind::User {
+        if ChannelKind::of(channel).server_made() {
+            if let (true, Some(user_id)) = (left.vacated, user_of_channel(channel)) {
+                self.user_signed_out(app_id, user_id).await;
+            }
             return;
         }
         self.logged(self.cluster.state.subscription_changed(app_id, channel, -1).await);
@@ -333,6 +347,9 @@ impl Hub {
     /// Announces what the cluster noticed by itself: a dead node's members and channels gone.
     async fn on_cluster_event(&self, event: ClusterEvent) {
         match event {
+            ClusterEvent::MemberGone { app_id, channel, user_id } if channel == ONLINE_USERS => {
+                self.announce_watched(&app_id, &user_id, false).await;
+            }
             ClusterEvent::MemberGone { app_id, channel, user_id } => {
                 self.member_removed(&app_id, &channel, &user_id).await;
             }
@@ -388,6 +405,11 @@ impl Hub {
         let started = std::time::Instant::now();
         let delivered = self.registry.deliver(&broadcast);
         crate::metrics::published(delivered, started.elapsed().as_secs_f64());
+        if broadcast.channel.cache && kind != BroadcastKind::Internal {
+            // Kept where every node finds it: a node started later replays it too.
+            let kept = self.cluster.state.cache_event(app_id, &broadcast.channel.name, &broadcast.frame).await;
+            self.logged(kept);
+        }
         if let Err(e) = self.cluster.broker.publish(Record::Broadcast(broadcast)).await {
             debug!(error = %e, "broadcast reached this node only");
         }

@@ -79,6 +79,17 @@ pub struct Subscribed {
     pub replaced_last_socket_of: Option<String>,
 }
 
+/// A channel whose subscriber count changed on this node since the last round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountChange {
+    pub app_id: String,
+    pub channel: String,
+    /// This node's subscribers now.
+    pub local: usize,
+    /// Whether the app sends `pusher_internal:subscription_count` to subscribers.
+    pub send_events: bool,
+}
+
 /// What an unsubscribe changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribed {
@@ -240,16 +251,19 @@ impl Registry {
         Some(Subscribed { new: previous.is_none(), occupied, cache_miss, replaced_last_socket_of })
     }
 
-    /// Subscribes a signed-in socket to its user's `#server-to-user-{id}` channel, silently.
-    pub fn join_user_channel(&self, app_id: &str, user_id: &str, out: &Outbound) {
-        if let Some(app) = self.app(app_id) {
-            let name = user_channel(user_id);
-            app.channels
-                .entry(name.into())
-                .or_default()
-                .subscribers
-                .insert(out.socket_id(), Subscriber { out: out.clone(), user_id: None });
-        }
+    /// Subscribes a socket to a server-made channel (its user's `#server-to-user-{id}`, a watched
+    /// user's `#watchlist-{id}`), silently. True when it is the channel's first socket here.
+    pub fn join_server_channel(&self, app_id: &str, name: &str, out: &Outbound) -> bool {
+        let Some(app) = self.app(app_id) else { return false };
+        let mut entry = app.channels.entry(name.into()).or_default();
+        let first = entry.subscribers.is_empty();
+        entry.subscribers.insert(out.socket_id(), Subscriber { out: out.clone(), user_id: None });
+        first
+    }
+
+    /// This node's subscribers of a channel.
+    pub fn subscription_count_local(&self, app_id: &str, channel: &str) -> usize {
+        self.app(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
     }
 
     /// Closes every local connection of a user (the HTTP API's `terminate_connections`).
@@ -293,32 +307,43 @@ impl Registry {
         }
     }
 
-    /// Sends `pusher_internal:subscription_count` to every channel whose count changed since the
-    /// last call (where the app sends them), and returns the changes as (app, channel, count).
-    /// Called on a coarse shared tick, which is what throttles it.
-    pub fn flush_subscription_counts(&self) -> Vec<(String, String, usize)> {
+    /// Every channel whose count changed here since the last call, with this node's count and
+    /// whether its app sends `subscription_count` events. Called on a coarse shared tick, which
+    /// is what throttles them; the hub asks the cluster for the count to announce.
+    pub fn take_count_changes(&self) -> Vec<CountChange> {
         let changed = match self.count_changed.lock() {
             Ok(mut changed) => std::mem::take(&mut *changed),
             Err(_) => return Vec::new(),
         };
         let mut counts = Vec::with_capacity(changed.len());
         for (app_id, channel) in changed {
-            let Some(app) = self.app(&app_id) else { continue };
-            let count = match app.channels.get(channel.as_str()) {
-                Some(entry) => {
-                    if app.count_events.load(Ordering::Relaxed) {
-                        let frame = Frame::subscription_count(&channel, entry.subscribers.len());
-                        for sub in entry.subscribers.values() {
-                            sub.out.push(frame.clone());
-                        }
-                    }
-                    entry.subscribers.len()
-                }
-                None => 0,
+            let (local, send_events) = match self.app(&app_id) {
+                Some(app) => (
+                    app.channels.get(channel.as_str()).map_or(0, |entry| entry.subscribers.len()),
+                    app.count_events.load(Ordering::Relaxed),
+                ),
+                // The app's last connection here closed: other nodes' subscribers still hear of it.
+                None => match self.store.by_id(&app_id) {
+                    Some(config) => (0, config.subscription_count_events),
+                    None => continue,
+                },
             };
-            counts.push((app_id, channel, count));
+            counts.push(CountChange { app_id, channel, local, send_events });
         }
         counts
+    }
+
+    /// Keeps a cache channel's last event read from the cluster, as fresh as it is there, unless
+    /// this node has one already (it saw every event since it started, so its own is as new).
+    pub fn remember_from_cluster(&self, app_id: &str, channel: &str, frame: Frame, fresh_for: Duration) {
+        let Some(app) = self.app(app_id) else { return };
+        let published = Instant::now().checked_sub(CACHE_TTL.saturating_sub(fresh_for)).unwrap_or_else(Instant::now);
+        app.cache.entry(channel.into()).or_insert((frame, published));
+    }
+
+    /// Whether a cache channel has a fresh event on this node.
+    pub fn has_cached(&self, app_id: &str, channel: &str) -> bool {
+        self.app(app_id).is_some_and(|a| a.cache.get(channel).is_some_and(|c| c.1.elapsed() < CACHE_TTL))
     }
 
     /// Counts a new connection against the app's quota (`max_connections`), making the app's state
@@ -415,7 +440,7 @@ impl LocalNode for Registry {
     }
 
     fn subscription_count(&self, app_id: &str, channel: &str) -> usize {
-        self.app(app_id).and_then(|a| a.channels.get(channel).map(|c| c.subscribers.len())).unwrap_or(0)
+        self.subscription_count_local(app_id, channel)
     }
 
     fn channels(&self, app_id: &str) -> Vec<(String, usize)> {
@@ -570,16 +595,33 @@ mod tests {
     #[tokio::test]
     async fn subscription_counts_are_batched_per_round() {
         let reg = registry();
-        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
         reg.subscribe("a", &chan("c"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
         reg.subscribe("a", &chan("c"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
-        drain(&mut r1).await;
-        assert_eq!(reg.flush_subscription_counts(), vec![("a".into(), "c".into(), 2)], "two changes, one message");
-        let saw = drain(&mut r1).await;
-        assert_eq!(saw.len(), 1);
-        assert_eq!(saw[0]["data"], r#"{"subscription_count":2}"#);
-        assert!(reg.flush_subscription_counts().is_empty());
+        let change = CountChange { app_id: "a".into(), channel: "c".into(), local: 2, send_events: true };
+        assert_eq!(reg.take_count_changes(), vec![change], "two changes, one announcement");
+        assert!(reg.take_count_changes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cached_event_from_the_cluster_is_replayed_but_never_replaces_a_local_one() {
+        let reg = registry();
+        assert!(!reg.has_cached("a", "cache-x"));
+        reg.remember_from_cluster("a", "cache-x", Frame::event("e", "cache-x", "remote"), CACHE_TTL);
+        assert!(reg.has_cached("a", "cache-x"));
+        let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
+        let s = reg.subscribe("a", &chan("cache-x"), &o1, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        assert!(!s.cache_miss);
+        assert_eq!(drain(&mut r1).await[1]["data"], "remote");
+        reg.deliver(&broadcast("cache-x", Frame::event("e", "cache-x", "local"), None));
+        reg.remember_from_cluster("a", "cache-x", Frame::event("e", "cache-x", "older"), CACHE_TTL);
+        let (o2, mut r2) = Outbound::new(sid(2), 1 << 20);
+        reg.subscribe("a", &chan("cache-x"), &o2, Frame::subscription_succeeded("c", "{}"), None).unwrap();
+        assert_eq!(drain(&mut r2).await[1]["data"], "local");
+        // An event with no freshness left is as good as none.
+        reg.remember_from_cluster("a", "cache-y", Frame::event("e", "cache-y", "stale"), Duration::ZERO);
+        assert!(!reg.has_cached("a", "cache-y"));
     }
 
     #[tokio::test]
@@ -587,8 +629,8 @@ mod tests {
         let reg = registry();
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         let (o2, _r2) = Outbound::new(sid(2), 1 << 20);
-        reg.join_user_channel("a", "42", &o1);
-        reg.join_user_channel("a", "42", &o2);
+        assert!(reg.join_server_channel("a", &user_channel("42"), &o1), "the user's first socket here");
+        assert!(!reg.join_server_channel("a", &user_channel("42"), &o2));
         assert_eq!(reg.terminate_user("a", "42"), 2);
         assert_eq!(reg.terminate_user("a", "43"), 0);
         let mut got = Vec::new();

@@ -9,6 +9,8 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// The prefix of a signed-in user's own channel; only the server makes these.
 pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+/// The prefix of the channel a user's watchers share; only the server makes and publishes to these.
+pub const WATCHLIST_CHANNEL_PREFIX: &str = "#watchlist-";
 /// Longest user id (sign-in `user_data.id`, presence `user_id`). A user channel is this plus its
 /// prefix, so it may be longer than [`MAX_CHANNEL_NAME_LEN`]: every signed-in user can be sent to.
 pub const MAX_USER_ID_LEN: usize = 200;
@@ -23,6 +25,10 @@ pub enum ChannelKind {
     Presence,
     /// `#server-to-user-{id}`: exists for `sendToUser`, cannot be subscribed to.
     User,
+    /// `#watchlist-{id}`: the sockets watching a user hear of it coming online and going offline
+    /// here. Neither clients nor the HTTP API can reach it; it carries only the server's own
+    /// `pusher_internal:watchlist_events`, across nodes like any broadcast.
+    Watchlist,
 }
 
 impl ChannelKind {
@@ -40,12 +46,18 @@ impl ChannelKind {
     /// Whether its subscriber count is announced (`subscription_count`): presence channels count
     /// members instead, and user channels are not channels a client subscribed to.
     pub fn counts_subscriptions(self) -> bool {
-        !matches!(self, ChannelKind::Presence | ChannelKind::User)
+        !matches!(self, ChannelKind::Presence | ChannelKind::User | ChannelKind::Watchlist)
     }
 
-    /// Whether it is listed by the HTTP API and the dashboard (user channels are not).
+    /// Whether it is listed by the HTTP API and the dashboard (the server's own channels are not).
     pub fn is_listed(self) -> bool {
-        self != ChannelKind::User
+        !self.server_made()
+    }
+
+    /// Made by the server for a signed-in user, not subscribed to by a client: no occupancy,
+    /// counts or webhooks.
+    pub fn server_made(self) -> bool {
+        matches!(self, ChannelKind::User | ChannelKind::Watchlist)
     }
 
     /// The kind of a name that was validated when it entered the server (a registry key, a name
@@ -54,6 +66,9 @@ impl ChannelKind {
         if name.starts_with(USER_CHANNEL_PREFIX) {
             return ChannelKind::User;
         }
+        if name.starts_with(WATCHLIST_CHANNEL_PREFIX) {
+            return ChannelKind::Watchlist;
+        }
         ChannelName::classify(name).kind
     }
 }
@@ -61,6 +76,11 @@ impl ChannelKind {
 /// The channel a signed-in user's connections share, `#server-to-user-{id}`.
 pub fn user_channel(user_id: &str) -> String {
     format!("{USER_CHANNEL_PREFIX}{user_id}")
+}
+
+/// The channel of the sockets watching `user_id`, `#watchlist-{id}`.
+pub fn watchlist_channel(user_id: &str) -> String {
+    format!("{WATCHLIST_CHANNEL_PREFIX}{user_id}")
 }
 
 /// The user a `#server-to-user-{id}` name belongs to, if it is one.
@@ -80,6 +100,23 @@ impl Channel {
     /// Validates a name that may be published to (see [`ChannelName::parse_for_publish`]).
     pub fn parse(name: &str) -> Result<Channel, InvalidChannel> {
         ChannelName::parse_for_publish(name).map(|c| c.to_channel())
+    }
+
+    /// Validates a name read from another node's record: anything [`Channel::parse`] takes, plus
+    /// the server's own `#watchlist-{id}` channels, which only a node publishes to.
+    pub fn parse_from_peer(name: &str) -> Result<Channel, InvalidChannel> {
+        match name.strip_prefix(WATCHLIST_CHANNEL_PREFIX) {
+            Some(user) => {
+                check_user_id(user)?;
+                Ok(Channel { name: name.to_owned(), kind: ChannelKind::Watchlist, cache: false })
+            }
+            None => Channel::parse(name),
+        }
+    }
+
+    /// The server's own channel of `user_id`'s watchers (the id was validated at sign-in).
+    pub fn watchlist(user_id: &str) -> Channel {
+        Channel { name: watchlist_channel(user_id), kind: ChannelKind::Watchlist, cache: false }
     }
 
     pub fn as_name(&self) -> ChannelName<'_> {
@@ -128,15 +165,7 @@ impl<'a> ChannelName<'a> {
     /// (`#server-to-user-{id}`), which the SDKs' `sendToUser` publishes to.
     pub fn parse_for_publish(name: &'a str) -> Result<Self, InvalidChannel> {
         if let Some(user) = name.strip_prefix(USER_CHANNEL_PREFIX) {
-            if user.is_empty() {
-                return Err(InvalidChannel::Empty);
-            }
-            if user.len() > MAX_USER_ID_LEN {
-                return Err(InvalidChannel::TooLong);
-            }
-            if !user.bytes().all(is_channel_char) {
-                return Err(InvalidChannel::BadCharacter);
-            }
+            check_user_id(user)?;
             return Ok(ChannelName { name, kind: ChannelKind::User, cache: false });
         }
         Self::parse(name)
@@ -165,6 +194,20 @@ impl<'a> ChannelName<'a> {
         }
         ChannelName { name, kind: ChannelKind::Public, cache: false }
     }
+}
+
+/// The user id part of a server-made channel name.
+fn check_user_id(user: &str) -> Result<(), InvalidChannel> {
+    if user.is_empty() {
+        return Err(InvalidChannel::Empty);
+    }
+    if user.len() > MAX_USER_ID_LEN {
+        return Err(InvalidChannel::TooLong);
+    }
+    if !user.bytes().all(is_channel_char) {
+        return Err(InvalidChannel::BadCharacter);
+    }
+    Ok(())
 }
 
 fn is_channel_char(b: u8) -> bool {
@@ -258,6 +301,20 @@ mod tests {
         assert_eq!((c.kind, c.cache, c.as_name().name), (ChannelKind::Private, true, "private-cache-x"));
         assert!(Channel::parse("a b").is_err());
         assert_eq!(Channel::parse("#server-to-user-9").unwrap().kind, ChannelKind::User);
+    }
+
+    #[test]
+    fn watchlist_channels_come_only_from_the_server_and_its_peers() {
+        assert!(ChannelName::parse("#watchlist-7").is_err(), "a client cannot subscribe to one");
+        assert!(Channel::parse("#watchlist-7").is_err(), "the HTTP API cannot publish to one");
+        let c = Channel::parse_from_peer("#watchlist-7").unwrap();
+        assert_eq!(c, Channel::watchlist("7"));
+        assert_eq!(ChannelKind::of("#watchlist-7"), ChannelKind::Watchlist);
+        assert!(Channel::parse_from_peer("#watchlist-").is_err());
+        assert!(Channel::parse_from_peer("#watchlist-a b").is_err());
+        assert_eq!(Channel::parse_from_peer("orders").map(|c| c.kind), Ok(ChannelKind::Public));
+        let k = ChannelKind::Watchlist;
+        assert!(k.server_made() && !k.is_listed() && !k.counts_subscriptions() && !k.accepts_client_events());
     }
 
     #[test]

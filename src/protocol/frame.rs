@@ -164,6 +164,35 @@ impl Frame {
         )
     }
 
+    /// `pusher_internal:watchlist_events`: which watched users are online and which offline (an
+    /// empty list is left out). `data` is a JSON string, as in every other server event; pusher-js
+    /// parses it back into `{"events":[{"name":"online","user_ids":[..]},..]}` and emits each
+    /// entry on `pusher.user.watchlist` under its name.
+    pub fn watchlist_events(online: &[&str], offline: &[&str]) -> Self {
+        let mut data = String::from(r#"{"events":["#);
+        let mut first = true;
+        for (name, ids) in [("online", online), ("offline", offline)] {
+            if ids.is_empty() {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
+                data.push(',');
+            }
+            data.push_str(r#"{"name":""#);
+            data.push_str(name);
+            data.push_str(r#"","user_ids":["#);
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    data.push(',');
+                }
+                push_json_string(&mut data, id);
+            }
+            data.push_str("]}");
+        }
+        data.push_str("]}");
+        Self::internal("pusher_internal:watchlist_events", None, &data)
+    }
+
     /// `pusher:signin_success`, echoing the signed `user_data`.
     pub fn signin_success(user_data: &str) -> Self {
         let mut data = String::from(r#"{"user_data":"#);
@@ -254,6 +283,21 @@ mod tests {
 
     fn json(frame: &Frame) -> Value {
         serde_json::from_str(frame.as_str()).expect("frames are valid JSON")
+    }
+
+    #[test]
+    fn watchlist_events_carry_the_shape_pusher_js_reads() {
+        let v = json(&Frame::watchlist_events(&["1", "a\"b"], &["2"]));
+        assert_eq!(v["event"], "pusher_internal:watchlist_events");
+        assert!(v.get("channel").is_none());
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"events":[{"name":"online","user_ids":["1","a\"b"]},{"name":"offline","user_ids":["2"]}]})
+        );
+        let v = json(&Frame::watchlist_events(&[], &["2"]));
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, serde_json::json!({"events":[{"name":"offline","user_ids":["2"]}]}));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum InvalidUserData {
     InfoTooLarge(usize),
     #[error("user_data must be a JSON object with a non-empty string `id`")]
     BadSigninData,
+    #[error("user_data's watchlist must be an array of user id strings")]
+    BadWatchlist,
+    #[error("user_data's watchlist has more than {0} user ids")]
+    WatchlistTooLong(usize),
 }
 
 #[derive(Deserialize)]
@@ -99,17 +103,57 @@ pub fn presence_succeeded_json<'a>(members: impl Iterator<Item = (&'a str, Optio
 
 /// The signed-in user's id from sign-in `user_data` (`{"id":"7",...}`).
 pub fn signin_user_id(user_data: &str) -> Result<String, InvalidUserData> {
+    signin_data(user_data, usize::MAX).map(|d| d.id)
+}
+
+/// Who signed in, and whose comings and goings they want to hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigninData {
+    pub id: String,
+    /// The `watchlist` user ids, each once, in the order given.
+    pub watchlist: Vec<String>,
+}
+
+/// Parses sign-in `user_data`: its `id`, and its optional `watchlist` of at most `max_watchlist`
+/// user ids. A watchlist of the wrong shape refuses the whole sign-in: reporting some watched
+/// users and silently not others would look like they were offline.
+pub fn signin_data(user_data: &str, max_watchlist: usize) -> Result<SigninData, InvalidUserData> {
     #[derive(Deserialize)]
     struct UserData {
         id: Option<Value>,
+        watchlist: Option<Value>,
     }
     let data: UserData = serde_json::from_str(user_data).map_err(|_| InvalidUserData::BadSigninData)?;
-    match data.id {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.bytes().all(is_user_id_char) => {
-            Ok(id)
+    let id = match data.id {
+        Some(Value::String(id)) if valid_user_id(&id) => id,
+        _ => return Err(InvalidUserData::BadSigninData),
+    };
+    let watchlist = match data.watchlist {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            if items.len() > max_watchlist {
+                return Err(InvalidUserData::WatchlistTooLong(max_watchlist));
+            }
+            let mut ids: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(watched) if valid_user_id(&watched) => {
+                        if !ids.contains(&watched) {
+                            ids.push(watched);
+                        }
+                    }
+                    _ => return Err(InvalidUserData::BadWatchlist),
+                }
+            }
+            ids
         }
-        _ => Err(InvalidUserData::BadSigninData),
-    }
+        Some(_) => return Err(InvalidUserData::BadWatchlist),
+    };
+    Ok(SigninData { id, watchlist })
+}
+
+fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.bytes().all(is_user_id_char)
 }
 
 /// A user id must fit into a `#server-to-user-{id}` channel name.
@@ -152,6 +196,22 @@ mod tests {
         assert_eq!(v["presence"]["count"], 2);
         let empty: Value = serde_json::from_str(&presence_succeeded_json(std::iter::empty())).unwrap();
         assert_eq!(empty["presence"]["count"], 0);
+    }
+
+    #[test]
+    fn signin_watchlists() {
+        let d = signin_data(r#"{"id":"1","watchlist":["2","3","2"]}"#, 3).unwrap();
+        assert_eq!(d, SigninData { id: "1".into(), watchlist: vec!["2".into(), "3".into()] }, "deduplicated");
+        assert_eq!(signin_data(r#"{"id":"1"}"#, 3).unwrap().watchlist, Vec::<String>::new());
+        assert_eq!(signin_data(r#"{"id":"1","watchlist":null}"#, 3).unwrap().watchlist, Vec::<String>::new());
+        assert_eq!(
+            signin_data(r#"{"id":"1","watchlist":["2","3","4","5"]}"#, 3),
+            Err(InvalidUserData::WatchlistTooLong(3))
+        );
+        for bad in [r#""2""#, "2", r#"{"a":"2"}"#, "[2]", r#"[""]"#, r#"["a b"]"#, r#"[["2"]]"#, "[null]"] {
+            let data = format!(r#"{{"id":"1","watchlist":{bad}}}"#);
+            assert_eq!(signin_data(&data, 100), Err(InvalidUserData::BadWatchlist), "{bad}");
+        }
     }
 
     #[test]

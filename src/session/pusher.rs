@@ -17,7 +17,7 @@ use crate::config::ClientEventsFrom;
 use crate::hub::{Hub, Outbound, SubscribeError};
 use crate::protocol::channel::{user_channel, user_of_channel, validate_event_name};
 use crate::protocol::message::Subscribe;
-use crate::protocol::presence::{signin_user_id, MemberData};
+use crate::protocol::presence::{signin_data, MemberData, SigninData};
 use crate::protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use crate::protocol::{ChannelKind, ChannelName, ClientMessage, ErrorCode, Frame, SocketId};
 use crate::webhooks::WebhookEvent;
@@ -46,6 +46,9 @@ pub struct PusherSession {
     channels: Subscriptions,
     /// The signed-in user (`pusher:signin`).
     user_id: Option<String>,
+    /// The users its sign-in watches (kept apart from `channels`: they are not subscriptions the
+    /// client made, and do not count against its channel limit).
+    watching: Vec<String>,
     /// Built on the first client event, so connections that never send one pay nothing.
     client_event_limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Reverb-style limit on every message, when the app enables it; built on the first message.
@@ -95,6 +98,7 @@ impl PusherSession {
             out,
             channels: Subscriptions::default(),
             user_id: None,
+            watching: Vec::new(),
             client_event_limiter: None,
             message_limiter: None,
         };
@@ -159,6 +163,7 @@ impl Session for PusherSession {
         for channel in self.channels.take_names() {
             self.hub.unsubscribe(&self.app.id, &channel, self.socket_id).await;
         }
+        self.hub.unwatch(&self.app.id, self.socket_id, &std::mem::take(&mut self.watching));
         self.hub.connection_closed(&self.app.id, self.socket_id).await;
     }
 }
@@ -211,7 +216,7 @@ impl PusherSession {
                     self.send_error(ErrorCode::ClientEventRejected, message);
                 }
             }
-            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data),
+            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data).await,
             ClientMessage::Unknown { event } => {
                 let shown: String = event.chars().take(64).collect();
                 self.send_error(ErrorCode::Generic, &format!("Unknown event {shown:?}"));
@@ -271,15 +276,16 @@ impl PusherSession {
     }
 
     /// `pusher:signin`: the app vouches for who this connection is; events sent to the user
-    /// (`#server-to-user-{id}`) then reach it, and `terminate_connections` can close it.
-    fn signin(&mut self, auth: &str, user_data: &str) {
+    /// (`#server-to-user-{id}`) then reach it, `terminate_connections` can close it, and the
+    /// users in its `watchlist` are reported online and offline to it.
+    async fn signin(&mut self, auth: &str, user_data: &str) {
         let message = signin_message(&self.socket_id.to_string(), user_data);
         if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
             self.send_error(ErrorCode::Unauthorized, "Invalid signature for pusher:signin");
             return;
         }
-        let user_id = match signin_user_id(user_data) {
-            Ok(id) => id,
+        let SigninData { id: user_id, watchlist } = match signin_data(user_data, self.app.max_watchlist_size) {
+            Ok(data) => data,
             Err(e) => {
                 self.send_error(ErrorCode::Unauthorized, &e.to_string());
                 return;
@@ -288,13 +294,18 @@ impl PusherSession {
         if let Some(previous) = self.user_id.take() {
             let name = user_channel(&previous);
             self.channels.remove(&name);
-            self.hub.registry().unsubscribe(&self.app.id, &name, self.socket_id);
+            self.hub.unsubscribe(&self.app.id, &name, self.socket_id).await;
         }
-        self.hub.registry().join_user_channel(&self.app.id, &user_id, &self.out);
+        self.hub.unwatch(&self.app.id, self.socket_id, &std::mem::take(&mut self.watching));
+        let state = self.hub.sign_in(&self.app.id, &user_id, &self.out, &watchlist).await;
         self.channels.insert(user_channel(&user_id), None);
-        debug!(%user_id, "signed in");
+        debug!(%user_id, watching = watchlist.len(), "signed in");
         self.user_id = Some(user_id);
+        self.watching = watchlist;
         self.out.push(Frame::signin_success(user_data));
+        if let Some(state) = state {
+            self.out.push(state);
+        }
     }
 
     /// Sends `pusher:error` (the connection stays open), counted by code.

@@ -71,7 +71,8 @@ impl SseSession {
             session.channels.push(channel.name.clone());
         }
         if let Some(user) = &user {
-            session.hub.registry().join_user_channel(&session.app.id, &user.user_id, &session.out);
+            // A stream opened as a user is that user signed in: online to its watchers.
+            session.hub.sign_in(&session.app.id, &user.user_id, &session.out, &[]).await;
             session.channels.push(user_channel(&user.user_id));
         }
         Ok((session, rx))

@@ -122,7 +122,7 @@ pub fn decode(payload: &[u8]) -> Option<(u32, Record)> {
     let record = match header.k.as_str() {
         "b" => Record::Broadcast(Broadcast {
             app_id: header.a,
-            channel: Channel::parse(&header.c?).ok()?,
+            channel: Channel::parse_from_peer(&header.c?).ok()?,
             kind: kind_of(header.e.as_deref())?,
             frame: Frame::from_text_bytes(Bytes::copy_from_slice(&payload[split + 1..]))?,
             except: match header.x {

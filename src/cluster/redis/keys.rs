@@ -40,6 +40,11 @@ impl Keys {
         self.key(&format!("{{{app_id}}}:subs:{node}"))
     }
 
+    /// The last event of a cache channel, as its frame's bytes.
+    pub fn cache(&self, app_id: &str, channel: &str) -> String {
+        self.key(&format!("{{{app_id}}}:cache:{channel}"))
+    }
+
     /// One node's connection count per app.
     pub fn connections(&self, node: u32) -> String {
         self.key(&format!("conns:{node}"))
@@ -96,5 +101,6 @@ mod tests {
         assert_eq!(k.nodes(), "herald:nodes");
         assert_eq!(k.reap_lock(7), "herald:reap:7");
         assert_eq!(k.claim("1:abc"), "herald:claim:1:abc");
+        assert_eq!(k.cache("1", "cache-x"), "herald:{1}:cache:cache-x");
     }
 }

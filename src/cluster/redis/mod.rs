@@ -14,6 +14,7 @@
 //!   state once it is back.
 
 mod broker;
+mod cache;
 // Crate-visible for the fuzz entry points (`crate::fuzzing`).
 pub(crate) mod bus;
 mod claims;
@@ -23,6 +24,7 @@ mod http_sessions;
 mod keys;
 mod nodes;
 mod occupancy;
+mod online;
 mod presence;
 mod resync;
 mod scripts;

@@ -6,13 +6,15 @@ use crate::cluster::{ClusterResult, Join, Member};
 use crate::protocol::presence::MemberData;
 
 impl RedisState {
-    /// Adds this node's reference to a member; the member list comes back in the same call.
+    /// Adds this node's reference to a member; with `list`, the member list comes back in the
+    /// same call (a re-announce or the online users' list has no use for it, and it can be long).
     pub(super) async fn join_as(
         &self,
         app_id: &str,
         channel: &str,
         member: &MemberData,
         max_members: usize,
+        list: bool,
     ) -> ClusterResult<Join> {
         let [refs, members, counts] = self.shared.keys.presence(app_id, channel);
         let info = member.user_info.clone().unwrap_or_default();
@@ -22,7 +24,8 @@ impl RedisState {
             .arg(&member.user_id)
             .arg(self.shared.node)
             .arg(&info)
-            .arg(max_members.min(i64::MAX as usize));
+            .arg(max_members.min(i64::MAX as usize))
+            .arg(if list { "1" } else { "0" });
         let (first, flat): (i64, Vec<String>) = self.shared.invoke("presence join", &call).await?;
         if first < 0 {
             return Ok(Join::Full);

@@ -32,7 +32,7 @@ impl RedisState {
         for ((app_id, channel, user_id), info) in joined {
             let member =
                 crate::protocol::presence::MemberData { user_id, user_info: (!info.is_empty()).then_some(info) };
-            ok &= self.join_as(&app_id, &channel, &member, usize::MAX).await.is_ok();
+            ok &= self.join_as(&app_id, &channel, &member, usize::MAX, false).await.is_ok();
         }
         let occupied: Vec<_> = self.occupied_here.lock().map(|o| o.iter().cloned().collect()).unwrap_or_default();
         for (app_id, channel) in occupied {

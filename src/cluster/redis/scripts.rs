@@ -7,8 +7,8 @@
 
 use redis::Script;
 
-/// KEYS: refs, members, counts. ARGV: user, node, user_info ("" for none), max members.
-/// Returns {first (1/0, or -1 when full), {user, info, user, info, ...}}.
+/// KEYS: refs, members, counts. ARGV: user, node, user_info ("" for none), max members, "1" to
+/// have the member list back. Returns {first (1/0, or -1 when full), {user, info, ...} or {}}.
 pub fn presence_join() -> Script {
     Script::new(
         r#"
@@ -22,6 +22,7 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local first = 0
 if present == 0 then first = 1 end
+if ARGV[5] ~= '1' then return {first, {}} end
 return {first, redis.call('HGETALL', KEYS[2])}
 "#,
     )

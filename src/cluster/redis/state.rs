@@ -77,7 +77,7 @@ impl ClusterState for RedisState {
             let key = (app_id.to_owned(), channel.to_owned(), member.user_id.clone());
             joined.insert(key, member.user_info.clone().unwrap_or_default());
         }
-        let join = self.join_as(app_id, channel, member, max).await;
+        let join = self.join_as(app_id, channel, member, max, true).await;
         if matches!(join, Ok(Join::Full)) {
             if let Ok(mut joined) = self.joined.lock() {
                 joined.remove(&(app_id.to_owned(), channel.to_owned(), member.user_id.clone()));
@@ -133,6 +133,32 @@ impl ClusterState for RedisState {
 
     async fn connection_changed(&self, app_id: &str, delta: i64) -> ClusterResult<()> {
         self.add_connections(app_id, delta).await
+    }
+
+    async fn user_online(&self, app_id: &str, user_id: &str) -> ClusterResult<bool> {
+        self.online_as(app_id, user_id).await
+    }
+
+    async fn user_offline(&self, app_id: &str, user_id: &str) -> ClusterResult<bool> {
+        self.presence_leave(app_id, crate::cluster::ONLINE_USERS, user_id).await
+    }
+
+    async fn users_online(&self, app_id: &str, user_ids: &[String]) -> ClusterResult<Vec<bool>> {
+        self.trusted()?;
+        self.online_among(app_id, user_ids).await
+    }
+
+    async fn cache_event(&self, app_id: &str, channel: &str, frame: &crate::protocol::Frame) -> ClusterResult<()> {
+        self.keep_cached(app_id, channel, frame).await
+    }
+
+    async fn cached_event(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> ClusterResult<Option<(crate::protocol::Frame, std::time::Duration)>> {
+        self.trusted()?;
+        self.read_cached(app_id, channel).await
     }
 
     /// Refused while the state cannot be trusted: a Redis that came back empty has forgotten the

@@ -7,11 +7,14 @@ const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const net = require('node:net');
 const { before, after, afterEach } = require('node:test');
-const { makeTest, startHerald, subscribe, waitForEvent, waitForState, waitUntil, sleep } = require('./helpers');
+const {
+  APP, collectEvents, makeTest, startHerald, subscribe, waitForEvent, waitForState, waitUntil, withTimeout, sleep,
+} = require('./helpers');
 
 let redis;
 let redisPort;
 let nodes = [];
+let scalingConfig; // the [scaling] table every node shares, for a node started later
 const test = makeTest(() => nodes[0]);
 
 function freePort() {
@@ -46,8 +49,11 @@ before(async () => {
   await redisReady(redisPort);
   const scaling = { enabled: true, redis_url: `redis://127.0.0.1:${redisPort}`, channel: `compat-${Date.now()}` };
   for (let i = 0; i < 3; i++) {
-    nodes.push(await startHerald({ name: `scaling-node-${i}`, config: { scaling } }));
+    nodes.push(await startHerald({
+      name: `scaling-node-${i}`, config: { scaling }, appOptions: { subscription_count_events: true },
+    }));
   }
+  scalingConfig = scaling;
 });
 
 afterEach(() => {
@@ -125,6 +131,69 @@ test('presence members are counted once across nodes and leave everywhere', asyn
     timeout: 5000,
     message: 'one member left',
   });
+});
+
+/** A pusher-js client on `node` signed in as `user` (signed by the SDK); resolves once signed in. */
+async function signedIn(node, user) {
+  const sdk = node.sdk();
+  const pusher = node.client(APP.key, {
+    userAuthentication: {
+      customHandler: ({ socketId }, callback) => {
+        setImmediate(() => {
+          try { callback(null, sdk.authenticateUser(socketId, user)); } catch (err) { callback(err, null); }
+        });
+      },
+    },
+  });
+  const online = collectEvents(pusher.user.watchlist, 'online');
+  const offline = collectEvents(pusher.user.watchlist, 'offline');
+  pusher.signin();
+  await withTimeout(pusher.user.signinDonePromise, 5000, `sign-in of user ${user.id}`);
+  await waitUntil(() => pusher.user.user_data && pusher.user.user_data.id === user.id, { message: `user ${user.id} signed in` });
+  return { pusher, online, offline };
+}
+
+test('pusher.user.watchlist hears of users signing in and out on other nodes', async () => {
+  const early = await signedIn(nodes[1], { id: 'c-early' });
+  const watcher = await signedIn(nodes[0], { id: 'c-w', watchlist: ['c-early', 'c-late'] });
+  assert.deepEqual(await watcher.online.waitFor(1), [{ name: 'online', user_ids: ['c-early'] }]);
+  assert.deepEqual(await watcher.offline.waitFor(1), [{ name: 'offline', user_ids: ['c-late'] }]);
+
+  const late = await signedIn(nodes[2], { id: 'c-late' });
+  assert.deepEqual((await watcher.online.waitFor(2))[1], { name: 'online', user_ids: ['c-late'] });
+  late.pusher.disconnect();
+  assert.deepEqual((await watcher.offline.waitFor(2))[1], { name: 'offline', user_ids: ['c-late'] });
+  early.pusher.disconnect();
+  assert.deepEqual((await watcher.offline.waitFor(3))[2], { name: 'offline', user_ids: ['c-early'] });
+});
+
+test('a cache channel event published on one node is replayed by a node started after it', async () => {
+  const res = await nodes[0].sdk().trigger('cache-cluster-quote', 'price', { p: 7 });
+  assert.equal(res.status, 200);
+  const late = await startHerald({ name: 'scaling-node-late', config: { scaling: scalingConfig } });
+  try {
+    const pusher = late.client();
+    await waitForState(pusher, 'connected');
+    const channel = pusher.subscribe('cache-cluster-quote');
+    const misses = collectEvents(channel, 'pusher:cache_miss');
+    assert.deepEqual(await waitForEvent(channel, 'price'), { p: 7 });
+    assert.deepEqual(misses.events, []);
+  } finally {
+    late.closeClients();
+    await late.stop();
+  }
+});
+
+test('subscription counts pushed to pusher-js are the cluster\'s', async () => {
+  const counts = [];
+  const a = nodes[0].client();
+  await waitForState(a, 'connected');
+  const channel = await subscribe(a, 'cluster-counted');
+  channel.bind('pusher:subscription_count', (data) => counts.push(data.subscription_count));
+  const b = nodes[1].client();
+  await waitForState(b, 'connected');
+  await subscribe(b, 'cluster-counted');
+  await waitUntil(() => counts.includes(2), { timeout: 8000, message: `a count of 2 on node 1 (heard ${JSON.stringify(counts)})` });
 });
 
 // =============================================================================================
