@@ -162,11 +162,27 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn http_session_holder(&self, session: &str) -> ClusterResult<Option<String>>;
 }
 
-/// Something the cluster noticed that no local socket did: a dead node's member or channel gone.
+/// Something the cluster noticed that no local socket did: a dead node's member or channel gone,
+/// or, once Redis is back, a member this node holds that the rest of the cluster had lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
-    MemberGone { app_id: String, channel: String, user_id: String },
-    ChannelGone { app_id: String, channel: String },
+    MemberGone {
+        app_id: String,
+        channel: String,
+        user_id: String,
+    },
+    MemberBack {
+        app_id: String,
+        channel: String,
+        member: crate::protocol::presence::MemberData,
+    },
+    /// This node's state was rewritten after Redis was away: its own clients may have missed
+    /// members meanwhile (a join served locally lists only the joiner).
+    Resynced,
+    ChannelGone {
+        app_id: String,
+        channel: String,
+    },
 }
 
 /// The two halves a hub is given, built where the server is assembled.

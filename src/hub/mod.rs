@@ -194,6 +194,7 @@ impl Hub {
             Some(member) => Some(self.member_locks.lock(&app.id, name, &member.user_id).await),
             None => None,
         };
+        let mut listed = Vec::new();
         let succeeded = match member {
             None => "{}".to_owned(),
             Some(member) => {
@@ -223,6 +224,7 @@ impl Hub {
                         .await
                         .unwrap_or_else(|_| vec![(member.user_id.clone(), member.user_info.clone())])
                 };
+                listed = members.iter().map(|(id, _)| id.clone()).collect();
                 presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
             }
         };
@@ -242,6 +244,9 @@ impl Hub {
         if subscribed.new {
             self.logged(self.cluster.state.subscription_changed(&app.id, name, 1).await);
             self.feed.record(&app.id, "subscribed", Some(name), Some(out.socket_id().to_string()), "");
+            if member.is_some() {
+                self.catch_up_members(&app.id, name, out, &listed).await;
+            }
         }
         // With the cluster away, assume first: a duplicate `channel_occupied` beats a missing one.
         if subscribed.occupied && self.cluster.state.occupied(&app.id, name).await.unwrap_or(true) {
@@ -263,6 +268,24 @@ impl Hub {
             self.webhooks.emit(&app.id, WebhookEvent::CacheMiss { channel: name.to_owned() });
         }
         Ok(subscribed)
+    }
+
+    /// Tells a new presence subscriber of members who joined or left between the list it was given
+    /// and the moment it started receiving the channel's broadcasts (another node's join in that
+    /// gap reached this node's subscribers, but not this one yet), so its list is exact.
+    async fn catch_up_members(&self, app_id: &str, name: &str, out: &Outbound, listed: &[String]) {
+        let Ok(now) = self.cluster.state.members(app_id, name).await else { return };
+        let listed: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let current: std::collections::HashSet<&str> = now.iter().map(|(id, _)| id.as_str()).collect();
+        for (user_id, user_info) in &now {
+            if !listed.contains(user_id.as_str()) {
+                let json = MemberData { user_id: user_id.clone(), user_info: user_info.clone() }.added_json();
+                out.push(Frame::internal("pusher_internal:member_added", Some(name), &json));
+            }
+        }
+        for user_id in listed.difference(&current) {
+            out.push(Frame::internal("pusher_internal:member_removed", Some(name), &removed_json(user_id)));
+        }
     }
 
     /// Unsubscribes a socket; a presence user's last socket in the cluster is announced as gone,
@@ -353,8 +376,44 @@ impl Hub {
             ClusterEvent::MemberGone { app_id, channel, user_id } => {
                 self.member_removed(&app_id, &channel, &user_id).await;
             }
+            ClusterEvent::MemberBack { app_id, channel, member } => {
+                let Ok(parsed) = Channel::parse(&channel) else { return };
+                let frame = Frame::internal("pusher_internal:member_added", Some(&channel), &member.added_json());
+                self.publish(&app_id, parsed, BroadcastKind::Internal, frame, None).await;
+                let user_id = member.user_id;
+                self.webhooks.emit(&app_id, WebhookEvent::MemberAdded { channel, user_id });
+            }
             ClusterEvent::ChannelGone { app_id, channel } => {
                 self.webhooks.emit(&app_id, WebhookEvent::ChannelVacated { channel });
+            }
+            ClusterEvent::Resynced => self.retell_members().await,
+        }
+    }
+
+    /// Tells this node's presence subscribers every current member again, after an outage during
+    /// which joins elsewhere may not have reached them (and joins here were answered with only the
+    /// joiner). Delivered here only: every node does this for its own clients. pusher-js treats a
+    /// member it already has as an update, so the lists end up exact.
+    async fn retell_members(&self) {
+        for app_id in self.registry.app_ids() {
+            for (name, _) in self.registry.channels(&app_id) {
+                let Ok(channel) = Channel::parse(&name) else { continue };
+                if channel.kind != ChannelKind::Presence {
+                    continue;
+                }
+                let Ok(members) = self.cluster.state.members(&app_id, &name).await else { return };
+                for (user_id, user_info) in members {
+                    let json = MemberData { user_id, user_info }.added_json();
+                    let frame = Frame::internal("pusher_internal:member_added", Some(&name), &json);
+                    let broadcast = Broadcast {
+                        app_id: app_id.clone(),
+                        channel: channel.clone(),
+                        kind: BroadcastKind::Internal,
+                        frame,
+                        except: None,
+                    };
+                    self.registry.deliver(&broadcast);
+                }
             }
         }
     }

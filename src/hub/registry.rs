@@ -422,6 +422,23 @@ impl Registry {
     }
 }
 
+/// A `member_removed` for a user with a socket on this node is stale: a member stays until its last
+/// socket in the cluster leaves. It comes from a node that reaped this one while it was cut off,
+/// delivered late once the link is back (after this node had re-announced its members).
+fn removes_a_user_held_here(b: &Broadcast, local_users: &HashMap<Arc<str>, usize>) -> bool {
+    if b.kind != BroadcastKind::Internal || local_users.is_empty() {
+        return false;
+    }
+    let text = b.frame.as_str();
+    if !text.contains("pusher_internal:member_removed") {
+        return false;
+    }
+    let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else { return false };
+    let Some(data) = frame.get("data").and_then(|d| d.as_str()) else { return false };
+    let Ok(data) = serde_json::from_str::<serde_json::Value>(data) else { return false };
+    data.get("user_id").and_then(|u| u.as_str()).is_some_and(|user| local_users.get(user).is_some_and(|n| *n > 0))
+}
+
 impl LocalNode for Registry {
     fn deliver(&self, b: &Broadcast) -> usize {
         // The last *event*: member_added/removed on a presence-cache channel are bookkeeping, not events.
@@ -430,6 +447,9 @@ impl LocalNode for Registry {
         }
         let Some(app) = self.apps.get(b.app_id.as_str()) else { return 0 };
         let Some(channel) = app.channels.get(b.channel.name.as_str()) else { return 0 };
+        if removes_a_user_held_here(b, &channel.local_users) {
+            return 0;
+        }
         let mut delivered = 0;
         for (socket_id, sub) in &channel.subscribers {
             if Some(*socket_id) != b.except && sub.out.push(b.frame.clone()) {

@@ -14,6 +14,8 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ScriptInvoc
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest one command may wait for its answer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between two attempts to reconnect the command connection.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 /// Commands go through a reconnecting multiplexed connection (single server) or the cluster
 /// client (which routes each key to its shard). Both are cheap to clone and safe to share.
@@ -41,9 +43,14 @@ impl Commands {
         bounded(CONNECT_TIMEOUT, "connect", async {
             if urls.len() == 1 {
                 let client = redis::Client::open(urls[0].as_str())?;
+                // The crate's `factor` multiplies the wait between reconnection attempts (from 1 s);
+                // its default of 100 made the second attempt wait a minute, so a Redis back after a
+                // few seconds went unused that long. Double it instead, never past RECONNECT_MAX.
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(RESPONSE_TIMEOUT);
+                    .set_response_timeout(RESPONSE_TIMEOUT)
+                    .set_factor(2)
+                    .set_max_delay(RECONNECT_MAX.as_millis() as u64);
                 Ok(Commands::Single(client.get_connection_manager_with_config(config).await?))
             } else {
                 let client = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))

@@ -2,7 +2,9 @@
 //!
 //! The heartbeat is also how a node notices that Redis works again after a failed command (a
 //! timeout does not drop the subscription): a successful heartbeat on a degraded node rewrites
-//! its state and clears the degraded flag.
+//! its state and clears the degraded flag. And how it notices it was taken for dead: a Redis
+//! stalled longer than the node timeout, or a network cut, makes the others reap a node that is
+//! alive; its heartbeat then finds its entry gone, and it rewrites (and re-announces) its state.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,12 +22,18 @@ fn now_ms() -> i64 {
 impl RedisState {
     /// Records that this node is alive; false when Redis did not take it.
     pub(super) async fn heartbeat(&self) -> bool {
+        self.beat().await.is_some()
+    }
+
+    /// A heartbeat: `Some(true)` when this node had no entry (it was reaped, or Redis is new),
+    /// `None` when Redis did not take it.
+    async fn beat(&self) -> Option<bool> {
         let cmd = redis::cmd("ZADD").arg(self.shared.keys.nodes()).arg(now_ms()).arg(self.shared.node).clone();
         match self.shared.commands.query::<i64>(&cmd).await {
-            Ok(_) => true,
+            Ok(added) => Some(added == 1),
             Err(e) => {
                 self.shared.failed("heartbeat", &e);
-                false
+                None
             }
         }
     }
@@ -49,17 +57,27 @@ impl RedisState {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let alive = self.heartbeat().await;
-            let health = &self.shared.health;
-            if alive && !health.commands_ok.load(Ordering::Acquire) && health.subscribed.load(Ordering::Acquire) {
-                info!("Redis answers again: rewriting this node's state");
-                if self.resync().await {
-                    health.commands_ok.store(true, Ordering::Release);
-                }
+            self.tick().await;
+        }
+    }
+
+    /// One round of the heartbeat loop.
+    pub(super) async fn tick(&self) {
+        let beat = self.beat().await;
+        let health = &self.shared.health;
+        if beat == Some(true) {
+            // Reaped while alive: the cluster dropped this node's members and counts.
+            info!("this node was taken for dead (its heartbeat was late): rewriting its state");
+            health.commands_ok.store(false, Ordering::Release);
+        }
+        if beat.is_some() && !health.commands_ok.load(Ordering::Acquire) && health.subscribed.load(Ordering::Acquire) {
+            info!("Redis answers again: rewriting this node's state");
+            if self.resync().await {
+                health.commands_ok.store(true, Ordering::Release);
             }
-            if alive {
-                self.reap_dead_nodes().await;
-            }
+        }
+        if beat.is_some() {
+            self.reap_dead_nodes().await;
         }
     }
 
@@ -169,5 +187,30 @@ mod tests {
         assert_eq!(alive.subscription_count("1", "presence-r").await, Ok(0));
         assert_eq!(alive.live_nodes().await, Ok(vec![1]));
         assert_eq!(alive.occupied("1", "presence-r").await, Ok(true), "the channel is free to be occupied again");
+    }
+
+    #[tokio::test]
+    async fn a_node_taken_for_dead_while_alive_rewrites_and_reannounces_its_members() {
+        let redis = TestRedis::start();
+        let (alive, late) = (state_on(&redis, 1, "t").await, state_on(&redis, 2, "t").await);
+        let mut late_events = late.take_events().unwrap();
+        let ann = MemberData { user_id: "ann".into(), user_info: None };
+        assert!(late.heartbeat().await);
+        late.presence_join("1", "presence-r", &ann, 10).await.unwrap();
+        // Node 2's heartbeat is late (a stalled Redis, a network cut): node 1 reaps it.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert!(alive.heartbeat().await);
+        alive.reap_dead_nodes().await;
+        assert_eq!(alive.members("1", "presence-r").await, Ok(vec![]));
+        assert!(late.healthy(), "node 2 saw no error: only its heartbeat can tell it was reaped");
+
+        late.tick().await;
+        assert_eq!(alive.members("1", "presence-r").await, Ok(vec![("ann".into(), None)]), "written back");
+        let back = ClusterEvent::MemberBack { app_id: "1".into(), channel: "presence-r".into(), member: ann };
+        let seen: Vec<_> = std::iter::from_fn(|| late_events.try_recv().ok()).collect();
+        assert_eq!(seen, vec![back, ClusterEvent::Resynced]);
+        assert!(late.healthy());
+        late.tick().await;
+        assert!(late_events.try_recv().is_err(), "a timely heartbeat changes nothing");
     }
 }

@@ -32,6 +32,8 @@ pub struct RedisState {
     pub(super) scripts: Scripts,
     /// This node's presence members, (app, channel, user) -> user_info, to re-announce after a loss.
     pub(super) joined: Mutex<HashMap<(String, String, String), String>>,
+    /// Members whose leave could not be written (Redis away): removed and announced on resync.
+    pub(super) left_while_away: Mutex<HashSet<(String, String, String)>>,
     /// This node's occupied channels, likewise.
     pub(super) occupied_here: Mutex<HashSet<(String, String)>>,
     pub(super) events_tx: mpsc::Sender<ClusterEvent>,
@@ -53,6 +55,7 @@ impl RedisState {
                 count_delta: scripts::count_delta(),
             },
             joined: Mutex::new(HashMap::new()),
+            left_while_away: Mutex::new(HashSet::new()),
             occupied_here: Mutex::new(HashSet::new()),
             events_tx,
             events: Mutex::new(Some(events)),
@@ -73,8 +76,11 @@ impl RedisState {
 impl ClusterState for RedisState {
     async fn presence_join(&self, app_id: &str, channel: &str, member: &MemberData, max: usize) -> ClusterResult<Join> {
         // Remembered first: if Redis is away, the member is written when it is back.
+        let key = (app_id.to_owned(), channel.to_owned(), member.user_id.clone());
+        if let Ok(mut left) = self.left_while_away.lock() {
+            left.remove(&key);
+        }
         if let Ok(mut joined) = self.joined.lock() {
-            let key = (app_id.to_owned(), channel.to_owned(), member.user_id.clone());
             joined.insert(key, member.user_info.clone().unwrap_or_default());
         }
         let join = self.join_as(app_id, channel, member, max, true).await;
@@ -87,10 +93,17 @@ impl ClusterState for RedisState {
     }
 
     async fn presence_leave(&self, app_id: &str, channel: &str, user_id: &str) -> ClusterResult<bool> {
+        let key = (app_id.to_owned(), channel.to_owned(), user_id.to_owned());
         if let Ok(mut joined) = self.joined.lock() {
-            joined.remove(&(app_id.to_owned(), channel.to_owned(), user_id.to_owned()));
+            joined.remove(&key);
         }
-        self.leave_as(self.shared.node, app_id, channel, user_id).await
+        let left = self.leave_as(self.shared.node, app_id, channel, user_id).await;
+        if left.is_err() {
+            if let Ok(mut away) = self.left_while_away.lock() {
+                away.insert(key);
+            }
+        }
+        left
     }
 
     async fn members(&self, app_id: &str, channel: &str) -> ClusterResult<Vec<Member>> {
