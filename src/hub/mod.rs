@@ -376,6 +376,11 @@ impl Hub {
             ClusterEvent::MemberGone { app_id, channel, user_id } => {
                 self.member_removed(&app_id, &channel, &user_id).await;
             }
+            // Written back after an outage: watchers may have been told this user went offline
+            // (its node taken for dead); telling them again that it is online costs nothing.
+            ClusterEvent::MemberBack { app_id, channel, member } if channel == ONLINE_USERS => {
+                self.announce_watched(&app_id, &member.user_id, true).await;
+            }
             ClusterEvent::MemberBack { app_id, channel, member } => {
                 let Ok(parsed) = Channel::parse(&channel) else { return };
                 let frame = Frame::internal("pusher_internal:member_added", Some(&channel), &member.added_json());

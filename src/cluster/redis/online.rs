@@ -40,6 +40,7 @@ impl RedisState {
 mod tests {
     use crate::cluster::redis::test_server::{state_on, TestRedis};
     use crate::cluster::{ClusterEvent, ClusterState, ONLINE_USERS};
+    use crate::protocol::presence::MemberData;
 
     fn ids(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -69,6 +70,10 @@ mod tests {
         redis.commands().await.query::<String>(&redis::cmd("FLUSHALL")).await.unwrap();
         assert!(alive.resync().await);
         assert_eq!(alive.users_online("1", &ids(&["ann"])).await, Ok(vec![true]), "rewritten");
+        let ann = MemberData { user_id: "ann".into(), user_info: None };
+        let back = ClusterEvent::MemberBack { app_id: "1".into(), channel: ONLINE_USERS.into(), member: ann };
+        assert_eq!(events.try_recv().ok(), Some(back), "announced again: watchers may have heard it go");
+        assert_eq!(events.try_recv().ok(), Some(ClusterEvent::Resynced));
 
         assert!(dead.heartbeat().await);
         assert_eq!(dead.user_online("1", "bob").await, Ok(true));
