@@ -322,6 +322,6 @@ fn refuses_other_hosts_and_too_many_connections() {
         .args(["bench", "--scenario", "rooms", "--transport", "xhr_streaming"])
         .output()
         .expect("run herald bench");
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(64), "a usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("fanout and idle"));
 }
