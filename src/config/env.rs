@@ -28,6 +28,10 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
     if let Some(channel) = get("REVERB_SCALING_CHANNEL") {
         config.scaling.channel = Some(channel);
     }
+    // Herald's own: a pod or container knows its address only at run time (Kubernetes' status.podIP).
+    if let Some(url) = get("HERALD_NODE_URL") {
+        config.scaling.node_url = Some(url);
+    }
     if let Some(url) = get("REDIS_URL") {
         config.scaling.redis_url = Some(url);
     } else if let Some(host) = get("REDIS_HOST") {

@@ -589,6 +589,15 @@ mod tests {
     }
 
     #[test]
+    fn a_node_url_from_the_environment_overrides_the_file() {
+        let file = "[server]\nhost = \"0.0.0.0\"\n[scaling]\nnode_url = \"http://file:1\"\n";
+        let c = load(Some(file), &[], Overrides::default()).unwrap();
+        assert_eq!(c.scaling.node_url(&c.server).as_deref(), Some("http://file:1"));
+        let c = load(Some(file), &[("HERALD_NODE_URL", "http://10.1.2.3:8080/")], Overrides::default()).unwrap();
+        assert_eq!(c.scaling.node_url(&c.server).as_deref(), Some("http://10.1.2.3:8080"));
+    }
+
+    #[test]
     fn clear_errors() {
         let err =
             |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
