@@ -33,6 +33,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub(super) async fn refuse(mut receiver: Receiver, exit: Exit) {
     super::super::count_exit(&exit);
     let told = tokio::time::timeout(CLOSE_GRACE, async {
+        if !receiver.ready().await {
+            return false;
+        }
         for line in std::iter::once(Bytes::from_static(OPEN)).chain(farewell(&exit)) {
             if !receiver.send(line).await {
                 return false;
@@ -85,16 +88,18 @@ impl Driver {
         Driver { session, rx, overflow, liveness, handle, attached: None, opened: false, detached_since: now, timeout }
     }
 
-    /// Serves the session until it ends, closes it, then tells a receive request why.
-    pub(super) async fn serve(mut self, shutdown: CancellationToken) {
+    /// Serves the session until it ends, closes it, then tells a receive request why. The driver
+    /// is boxed: the nested futures of a task each keep a place for what they were given, so a
+    /// driver moved in by value was held two or three times over (a 3.2 KB task). The loop and the
+    /// ending are boxed too: a task is as large as its largest state, and leaving channels is a
+    /// big future that runs once.
+    pub(super) async fn serve(mut self: Box<Self>, shutdown: CancellationToken) {
         let span = self.session.span();
         async move {
             debug!("http session opened");
             let exit = Box::pin(self.run(&shutdown)).await;
             debug!(?exit, "http session closing");
-            self.session.close(&exit).await;
-            super::super::count_exit(&exit);
-            Box::pin(self.goodbye(exit)).await;
+            Box::pin(self.finish(exit)).await;
         }
         .instrument(span)
         .await
@@ -107,6 +112,12 @@ impl Driver {
             let expires_at = self.detached_since + self.timeout;
             let heartbeat_at = self.attached.as_ref().map(|a| a.since + HEARTBEAT_INTERVAL);
             let attached = self.attached.is_some();
+            // One timer for the three deadlines: each costs a place in the task's future and a
+            // registration in the runtime's timer wheel, and a held session is mostly waiting.
+            let next = match heartbeat_at {
+                Some(beat) => wake_at.min(beat),
+                None => wake_at.min(expires_at),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -139,21 +150,24 @@ impl Driver {
                         return exit;
                     }
                 }
-                _ = sleep_until(heartbeat_at) => {
-                    self.write(Bytes::from_static(HEARTBEAT)).await;
-                    if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
-                        self.detach();
-                    } else if let Some(attached) = &mut self.attached {
-                        attached.since = Instant::now();
+                _ = tokio::time::sleep_until(next) => {
+                    let now = Instant::now();
+                    if heartbeat_at.is_some_and(|beat| now >= beat) {
+                        self.write(Bytes::from_static(HEARTBEAT)).await;
+                        if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
+                            self.detach();
+                        } else if let Some(attached) = &mut self.attached {
+                            attached.since = Instant::now();
+                        }
                     }
-                }
-                _ = tokio::time::sleep_until(expires_at), if !attached => {
-                    debug!("http session expired: nobody received for its timeout");
-                    return Exit::Gone;
-                }
-                _ = tokio::time::sleep_until(wake_at) => {
-                    if let Err(code) = self.liveness.on_timer(Instant::now(), self.session.out()) {
-                        return Exit::Pusher(code, code.message().into());
+                    if !attached && now >= expires_at {
+                        debug!("http session expired: nobody received for its timeout");
+                        return Exit::Gone;
+                    }
+                    if now >= wake_at {
+                        if let Err(code) = self.liveness.on_timer(Instant::now(), self.session.out()) {
+                            return Exit::Pusher(code, code.message().into());
+                        }
                     }
                 }
             }
@@ -243,9 +257,15 @@ impl Driver {
         then_close.map_or(Ok(()), Err)
     }
 
+    async fn finish(&mut self, exit: Exit) {
+        self.session.close(&exit).await;
+        super::super::count_exit(&exit);
+        self.goodbye(exit).await;
+    }
+
     /// Tells the client why its session ended (`c[...]`), on the attached response or the next
     /// one to arrive within [`CLOSE_GRACE`]; a request arriving later finds no session.
-    async fn goodbye(mut self, exit: Exit) {
+    async fn goodbye(&mut self, exit: Exit) {
         let lines = farewell(&exit);
         if lines.is_empty() {
             return;
@@ -262,6 +282,9 @@ impl Driver {
         }
         let Some(mut attached) = self.attached.take() else { return };
         let told = tokio::time::timeout_at(deadline + CLOSE_GRACE, async {
+            if !attached.receiver.ready().await {
+                return false;
+            }
             for line in lines {
                 if !attached.receiver.send(line).await {
                     return false;
@@ -291,13 +314,6 @@ fn close_line(exit: &Exit) -> Option<Bytes> {
 async fn gone(attached: Option<&mut Attached>) {
     match attached {
         Some(attached) => attached.receiver.gone().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -162,7 +162,7 @@ impl HttpSessions {
             }
         };
         let sessions = self.clone();
-        let driver = driver::Driver::new(session, rx, handle.clone(), self.timeout);
+        let driver = Box::new(driver::Driver::new(session, rx, handle.clone(), self.timeout));
         tokio::spawn(async move {
             let _hold = context.hold;
             driver.serve(context.shutdown).await;

@@ -133,12 +133,11 @@ impl Receiver {
         matches!(socket.state, SocketState::Open(_))
     }
 
-    /// Writes one line; false when the client is gone (a channel's body dropped, a socket failed).
-    /// Not bounded in time here: the driver races it against its slow-consumer limits.
+    /// Writes one line; false when the client is gone (a channel's body dropped, a socket failed
+    /// or not [`Receiver::ready`]). Not bounded in time here: the driver races it against its
+    /// slow-consumer limits. It does not wait for the socket itself, so that the future the driver
+    /// holds while it writes stays small.
     pub(super) async fn send(&mut self, line: Bytes) -> bool {
-        if !self.ready().await {
-            return false;
-        }
         match &mut self.sink {
             Sink::Lines { lines, .. } => lines.send(line).await.is_ok(),
             Sink::Socket(socket) => {
@@ -226,6 +225,8 @@ mod tests {
         let (tx, rx) = oneshot::channel();
         let mut receiver = Receiver::socket(rx, b"HEAD\r\n".to_vec(), Duration::from_secs(5), ());
         assert!(tx.send(Box::new(ours)).is_ok());
+        assert!(!receiver.send(Bytes::from_static(b"early\n")).await, "no line before the head");
+        assert!(receiver.ready().await);
         assert!(receiver.send(Bytes::from_static(b"o\n")).await);
         assert!(receiver.send(Bytes::from_static(b"h\n")).await);
         receiver.finish().await;
