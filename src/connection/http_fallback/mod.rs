@@ -147,8 +147,8 @@ impl HttpSessions {
         let handle =
             Arc::new(Handle { commands: Inbox::new(COMMAND_CAPACITY), renewed_at: std::sync::Mutex::new(None) });
         // Two first requests for one new session (pusher-js never sends them): the later one's
-        // session is closed at once (its driver finds no requests), and its request joins the
-        // session that won.
+        // session is closed at once (its inbox is closed before its driver starts), and its
+        // request joins the session that won.
         let registered = match self.sessions.entry(key.clone()) {
             Entry::Vacant(slot) => {
                 slot.insert(handle.clone());
