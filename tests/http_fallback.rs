@@ -246,3 +246,74 @@ async fn a_request_relayed_to_a_stalled_node_is_answered_504_instead_of_hanging(
     // The session itself, on node A, is untouched.
     assert_eq!(send(&client, &a, session, &[]).await.0, 204);
 }
+
+/// Reads from `stream` into `seen` until `done(seen)` holds or the stream ends; fails at `within`.
+async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, within: Duration, done: impl Fn(&str) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(&String::from_utf8_lossy(seen)) {
+        let mut chunk = [0u8; 16384];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
+        match read.expect("the stream said it in time") {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// pusher-js reopens its stream once a response has carried 256 KiB (its buffer is never
+/// trimmed): the new request for the same session replaces the held one, which ends at once, and
+/// every later message arrives on the new one, in order.
+#[tokio::test]
+async fn a_stream_reopened_after_256_kib_ends_the_old_one_and_the_new_one_carries_on() {
+    let server = TestServer::start("", "").await;
+    let client = reqwest::Client::new();
+    let session = "4/reopened";
+    let request = format!(
+        "POST /pusher/app/{KEY}/{session}/xhr_streaming?{QUERY} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut first = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    assert!(read_until(&mut first, &mut seen, Duration::from_secs(5), |s| s.contains("connection_established")).await);
+    let subscribe = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "news"}});
+    assert_eq!(send(&client, &server, session, &[subscribe]).await.0, 204);
+    assert!(read_until(&mut first, &mut seen, Duration::from_secs(5), |s| s.contains("subscription_succeeded")).await);
+
+    let payload = "z".repeat(9_000);
+    for i in 0..32 {
+        let data = serde_json::json!({ "i": i, "payload": payload }).to_string();
+        assert_eq!(server.trigger("news", "big", &data).await, 200);
+    }
+    let all_big = |s: &str| s.matches("\\\"event\\\":\\\"big\\\"").count() == 32;
+    assert!(
+        read_until(&mut first, &mut seen, Duration::from_secs(10), all_big).await,
+        "32 big events on the first stream"
+    );
+    assert!(seen.len() > 256 * 1024, "the first stream carried {} bytes", seen.len());
+
+    let mut second = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    second.write_all(request.as_bytes()).await.unwrap();
+    // The replaced stream ends (its socket closes), without a close line: the session lives on.
+    let before = seen.len();
+    assert!(!read_until(&mut first, &mut seen, Duration::from_secs(5), |_| false).await);
+    assert!(!String::from_utf8_lossy(&seen[before..]).contains("c["), "no close line on the replaced stream");
+
+    for i in 0..5 {
+        assert_eq!(server.trigger("news", "after", &format!("{{\"i\":{i}}}")).await, 200);
+    }
+    let mut again = Vec::new();
+    let five = |s: &str| s.matches("\\\"event\\\":\\\"after\\\"").count() == 5;
+    assert!(read_until(&mut second, &mut again, Duration::from_secs(5), five).await, "5 events on the reopened stream");
+    let text = String::from_utf8_lossy(&again).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!body.starts_with("o\n"), "a reopened stream does not open the session again: {body:?}");
+    let order: Vec<i64> = messages(body)
+        .iter()
+        .filter(|m| m["event"] == "after")
+        .map(|m| serde_json::from_str::<Value>(m["data"].as_str().unwrap()).unwrap()["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+    assert_eq!(server.metric("herald_http_sessions").await, 1.0);
+}

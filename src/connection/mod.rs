@@ -11,6 +11,7 @@
 
 pub mod http_fallback;
 mod plain_auth;
+pub mod raw;
 pub mod sse;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Taking a connection's socket back from hyper after a request was routed, for a response that
-//! outlives HTTP: an SSE stream is written by its own task on the raw socket.
+//! outlives HTTP: an SSE stream, or an `xhr_streaming` response, is written by its session's own
+//! task on the raw socket.
 //!
 //! hyper hands a socket back only for a `101` upgrade, and an event stream is a `200`. So every
 //! connection's stream is wrapped in a [`Detachable`] before hyper gets it, and each request carries
@@ -20,13 +21,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-/// A socket taken from hyper, plain or TLS.
-pub type RawStream = Box<dyn RawIo>;
-
-/// What a taken socket can do.
-pub trait RawIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> RawIo for T {}
+pub use crate::connection::raw::{RawIo, RawStream};
 
 #[derive(Default)]
 struct Slot {

@@ -24,7 +24,7 @@ use super::limits::ConnInfo;
 use super::takeover::Takeover;
 use super::websocket::{checked_origin, OpenSocket, REFUSED_ORIGIN};
 use super::AppState;
-use crate::connection::http_fallback::{response, ResponseBody, SessionContext, SessionError};
+use crate::connection::http_fallback::{response, Receiver, SessionContext, SessionError};
 use crate::protocol::http_fallback::{parse_send_body, valid_session_path, SendBodyError};
 use crate::protocol::signature::decode_query;
 use crate::session::PusherHandshake;
@@ -138,14 +138,22 @@ async fn receive(
     state: AppState,
     (key, server, session): (String, String, String),
     polling: bool,
-    mut request: Request,
+    request: Request,
 ) -> Response {
     let cors = cors(&state, &key, request.headers());
     if !valid_session_path(&server, &session) {
         return refuse(StatusCode::BAD_REQUEST, "Invalid session path: expected /{server}/{session}", cors);
     }
     let session_path = format!("{server}/{session}");
-    let (receiver, body) = response(polling);
+    // A stream is served on the connection's own socket when it can be taken (see `take_over`).
+    let takeover = if polling { None } else { request.extensions().get::<Takeover>().cloned() };
+    let (receiver, body) = match &takeover {
+        Some(takeover) => (take_over(&state, &request, takeover, cors.as_ref()), None),
+        None => {
+            let (receiver, body) = response(polling);
+            (receiver, Some(body))
+        }
+    };
     let attached = state.http_sessions.attach(&key, &session_path, receiver);
     if let (Err(_), Some(relay)) = (&attached, &state.relay) {
         if let Some(holder) = relay.holder_elsewhere(&state, &format!("{key}/{session_path}"), request.headers()).await
@@ -198,11 +206,13 @@ async fn receive(
             sessions.open(&session_path, handshake, receiver, context).await
         });
     }
-    if !polling {
-        if let Some(takeover) = request.extensions().get::<Takeover>().cloned() {
-            return take_over(&state, &mut request, takeover, body, cors.as_ref());
+    let Some(body) = body else {
+        if let Some(takeover) = takeover {
+            takeover.arm();
         }
-    }
+        // Never written: hyper hands the socket over instead.
+        return Response::new(Body::empty());
+    };
     let mut response = Response::new(Body::from_stream(body.into_stream()));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -213,31 +223,15 @@ async fn receive(
     with_cors(response, cors)
 }
 
-/// Serves a stream on the connection's raw socket (see `takeover`): a held stream then costs no
-/// hyper buffers. The connection's permit and open-socket count stay with the stream, and a
-/// shutdown waits for its last line (`c[4200,...]`) to be written.
-fn take_over(
-    state: &AppState,
-    request: &mut Request,
-    takeover: Takeover,
-    body: ResponseBody,
-    cors: Option<&HeaderValue>,
-) -> Response {
-    let permit = request.extensions_mut().remove::<ConnInfo>().map(|info| info.permit);
+/// A stream served on the connection's raw socket (see `takeover`): the session's driver writes
+/// on it directly, so a held stream costs no hyper buffers, no task and no channel of its own. The
+/// socket arrives once the handler has returned and armed the takeover. The connection's permit and
+/// open-socket count stay with the stream, and a shutdown waits for its last line (`c[4200,...]`).
+fn take_over(state: &AppState, request: &Request, takeover: &Takeover, cors: Option<&HeaderValue>) -> Receiver {
+    let permit = request.extensions().get::<ConnInfo>().map(|info| info.permit.clone());
     let hold = (OpenSocket::new(state), permit);
-    let head = streaming_head(cors);
-    let socket = takeover.prepare();
     let deadline = Duration::from_millis(state.config.server.handshake_timeout_ms);
-    tokio::spawn(async move {
-        let _hold = hold;
-        // No socket: the connection went away first; the body is dropped and its session detaches.
-        if let Ok(Ok(io)) = tokio::time::timeout(deadline, socket).await {
-            body.write_to(io, &head).await;
-        }
-    });
-    takeover.arm();
-    // Never written: hyper hands the socket over instead.
-    Response::new(Body::empty())
+    Receiver::socket(takeover.prepare(), streaming_head(cors), deadline, hold)
 }
 
 /// A stream's response head, as the hyper path would write it, but close-delimited: nothing may

@@ -1,19 +1,20 @@
 //! One HTTP session's task: the session, its queue, and whichever receive response is attached.
 //!
 //! The loop is the WebSocket connection's, with requests in place of frames: an `xhr_send` is
-//! handed to the session, a receive request attaches its response body, and the queue is drained
-//! into that body (as `a[...]` lines) only when the body has room, so a client that stops reading
-//! fills its own bounded queue and is dropped as a slow consumer (4100), like a WebSocket one.
+//! handed to the session, a receive request attaches its response, and the queue is drained into
+//! that response (as `a[...]` lines) only as fast as it takes them (a held stream is its socket,
+//! written here), so a client that stops reading fills its own bounded queue and is dropped as a
+//! slow consumer (4100), like a WebSocket one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use super::{Command, Receiver};
+use super::{Command, Handle, Receiver};
 use crate::hub::{OutboundReceiver, Outgoing, OverflowSignal};
 use crate::protocol::http_fallback::{self, join_message_lines, message_line, messages_line, HEARTBEAT, OPEN};
 use crate::protocol::{ErrorCode, Frame};
@@ -29,12 +30,22 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(25);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers a refused session's first request: `o`, then the farewell.
-pub(super) async fn refuse(receiver: Receiver, exit: Exit) {
+pub(super) async fn refuse(mut receiver: Receiver, exit: Exit) {
     super::super::count_exit(&exit);
-    for line in std::iter::once(Bytes::from_static(OPEN)).chain(farewell(&exit)) {
-        if receiver.lines.send(line).await.is_err() {
-            return;
+    let told = tokio::time::timeout(CLOSE_GRACE, async {
+        if !receiver.ready().await {
+            return false;
         }
+        for line in std::iter::once(Bytes::from_static(OPEN)).chain(farewell(&exit)) {
+            if !receiver.send(line).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if matches!(told, Ok(true)) {
+        receiver.finish().await;
     }
 }
 
@@ -59,7 +70,8 @@ pub(super) struct Driver {
     rx: OutboundReceiver,
     overflow: OverflowSignal,
     liveness: Liveness,
-    inbox: mpsc::Receiver<Command>,
+    /// Where this session's requests wait.
+    handle: Arc<Handle>,
     attached: Option<Attached>,
     /// `o` goes out once, on the session's first receive response.
     opened: bool,
@@ -69,28 +81,25 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    pub(super) fn new(
-        session: PusherSession,
-        rx: OutboundReceiver,
-        inbox: mpsc::Receiver<Command>,
-        timeout: Duration,
-    ) -> Driver {
+    pub(super) fn new(session: PusherSession, rx: OutboundReceiver, handle: Arc<Handle>, timeout: Duration) -> Driver {
         let now = Instant::now();
         let overflow = rx.overflow_signal();
         let liveness = session.liveness(now);
-        Driver { session, rx, overflow, liveness, inbox, attached: None, opened: false, detached_since: now, timeout }
+        Driver { session, rx, overflow, liveness, handle, attached: None, opened: false, detached_since: now, timeout }
     }
 
-    /// Serves the session until it ends, closes it, then tells a receive request why.
-    pub(super) async fn serve(mut self, shutdown: CancellationToken) {
+    /// Serves the session until it ends, closes it, then tells a receive request why. The driver
+    /// is boxed: the nested futures of a task each keep a place for what they were given, so a
+    /// driver moved in by value was held several times over (a 3.2 KB task for a 488 B driver). The
+    /// loop and the ending are boxed too: a task is as large as its largest state, and leaving
+    /// channels is a big future that runs once.
+    pub(super) async fn serve(mut self: Box<Self>, shutdown: CancellationToken) {
         let span = self.session.span();
         async move {
             debug!("http session opened");
             let exit = Box::pin(self.run(&shutdown)).await;
             debug!(?exit, "http session closing");
-            self.session.close(&exit).await;
-            super::super::count_exit(&exit);
-            Box::pin(self.goodbye(exit)).await;
+            Box::pin(self.finish(exit)).await;
         }
         .instrument(span)
         .await
@@ -103,6 +112,12 @@ impl Driver {
             let expires_at = self.detached_since + self.timeout;
             let heartbeat_at = self.attached.as_ref().map(|a| a.since + HEARTBEAT_INTERVAL);
             let attached = self.attached.is_some();
+            // One timer for the three deadlines: each costs a place in the task's future and a
+            // registration in the runtime's timer wheel, and a held session is mostly waiting.
+            let next = match heartbeat_at {
+                Some(beat) => wake_at.min(beat),
+                None => wake_at.min(expires_at),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -111,7 +126,7 @@ impl Driver {
                 _ = self.overflow.wait() => {
                     return Exit::Pusher(ErrorCode::OverCapacity, "Client is too slow to read its messages".into());
                 }
-                command = self.inbox.recv() => {
+                command = self.handle.commands.recv() => {
                     self.liveness.saw_activity(Instant::now());
                     match command {
                         None => return Exit::Gone,
@@ -126,7 +141,7 @@ impl Driver {
                         Some(Command::Attach(receiver)) => self.attach(receiver).await,
                     }
                 }
-                _ = closed(self.attached.as_ref()), if attached => self.detach(),
+                _ = gone(self.attached.as_mut()), if attached => self.detach(),
                 n = self.rx.recv_many(&mut batch, MAX_BATCH), if attached => {
                     if n == 0 {
                         return Exit::Gone;
@@ -135,29 +150,40 @@ impl Driver {
                         return exit;
                     }
                 }
-                _ = sleep_until(heartbeat_at) => {
-                    self.write(Bytes::from_static(HEARTBEAT)).await;
-                    if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
-                        self.detach();
-                    } else if let Some(attached) = &mut self.attached {
-                        attached.since = Instant::now();
+                _ = tokio::time::sleep_until(next) => {
+                    let now = Instant::now();
+                    if heartbeat_at.is_some_and(|beat| now >= beat) {
+                        self.write(Bytes::from_static(HEARTBEAT)).await;
+                        if self.attached.as_ref().is_some_and(|a| a.receiver.polling) {
+                            self.detach();
+                        } else if let Some(attached) = &mut self.attached {
+                            attached.since = Instant::now();
+                        }
                     }
-                }
-                _ = tokio::time::sleep_until(expires_at), if !attached => {
-                    debug!("http session expired: nobody received for its timeout");
-                    return Exit::Gone;
-                }
-                _ = tokio::time::sleep_until(wake_at) => {
-                    if let Err(code) = self.liveness.on_timer(Instant::now(), self.session.out()) {
-                        return Exit::Pusher(code, code.message().into());
+                    if !attached && now >= expires_at {
+                        debug!("http session expired: nobody received for its timeout");
+                        return Exit::Gone;
+                    }
+                    if now >= wake_at {
+                        if let Err(code) = self.liveness.on_timer(Instant::now(), self.session.out()) {
+                            return Exit::Pusher(code, code.message().into());
+                        }
                     }
                 }
             }
         }
     }
 
-    /// A new receive response replaces the one attached (a stream the client reopened ends).
-    async fn attach(&mut self, receiver: Receiver) {
+    /// A new receive response replaces the one attached (a stream the client reopened ends). A
+    /// stream on its own socket waits for hyper to let go of it and writes its head first.
+    async fn attach(&mut self, mut receiver: Receiver) {
+        if let Some(replaced) = self.attached.take() {
+            replaced.receiver.finish_aside();
+        }
+        if !receiver.ready().await {
+            self.detach();
+            return;
+        }
         self.attached = Some(Attached { receiver, since: Instant::now() });
         if !self.opened {
             self.opened = true;
@@ -166,21 +192,25 @@ impl Driver {
     }
 
     fn detach(&mut self) {
-        self.attached = None;
+        if let Some(attached) = self.attached.take() {
+            attached.receiver.finish_aside();
+        }
         self.detached_since = Instant::now();
     }
 
     /// Writes a line to the attached response; a response whose client stopped reading is cut
     /// off (its queue then fills, and the session ends as a slow consumer).
     async fn write(&mut self, line: Bytes) {
-        let Some(attached) = &self.attached else { return };
+        let Some(attached) = &mut self.attached else { return };
         let sent = tokio::select! {
-            sent = attached.receiver.lines.send(line) => sent.is_ok(),
+            sent = attached.receiver.send(line) => sent,
             _ = self.overflow.wait() => false,
             _ = tokio::time::sleep(self.liveness.pong_timeout().max(Duration::from_secs(30))) => false,
         };
         if !sent {
-            attached.receiver.abort.cancel();
+            if let Some(attached) = self.attached.take() {
+                attached.receiver.cut();
+            }
             self.detach();
         }
     }
@@ -227,16 +257,22 @@ impl Driver {
         then_close.map_or(Ok(()), Err)
     }
 
+    async fn finish(&mut self, exit: Exit) {
+        self.session.close(&exit).await;
+        super::super::count_exit(&exit);
+        self.goodbye(exit).await;
+    }
+
     /// Tells the client why its session ended (`c[...]`), on the attached response or the next
     /// one to arrive within [`CLOSE_GRACE`]; a request arriving later finds no session.
-    async fn goodbye(mut self, exit: Exit) {
+    async fn goodbye(&mut self, exit: Exit) {
         let lines = farewell(&exit);
         if lines.is_empty() {
             return;
         }
         let deadline = Instant::now() + CLOSE_GRACE;
         while self.attached.is_none() {
-            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+            match tokio::time::timeout_at(deadline, self.handle.commands.recv()).await {
                 Ok(Some(Command::Attach(receiver))) => {
                     self.attached = Some(Attached { receiver, since: Instant::now() })
                 }
@@ -244,15 +280,22 @@ impl Driver {
                 Ok(None) | Err(_) => return,
             }
         }
-        let Some(attached) = self.attached.take() else { return };
-        let _ = tokio::time::timeout_at(deadline + CLOSE_GRACE, async {
+        let Some(mut attached) = self.attached.take() else { return };
+        let told = tokio::time::timeout_at(deadline + CLOSE_GRACE, async {
+            if !attached.receiver.ready().await {
+                return false;
+            }
             for line in lines {
-                if attached.receiver.lines.send(line).await.is_err() {
-                    return;
+                if !attached.receiver.send(line).await {
+                    return false;
                 }
             }
+            true
         })
         .await;
+        if matches!(told, Ok(true)) {
+            attached.receiver.finish().await;
+        }
     }
 }
 
@@ -268,16 +311,9 @@ fn close_line(exit: &Exit) -> Option<Bytes> {
 }
 
 /// Resolves when the attached response's client went away.
-async fn closed(attached: Option<&Attached>) {
+async fn gone(attached: Option<&mut Attached>) {
     match attached {
-        Some(attached) => attached.receiver.lines.closed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(attached) => attached.receiver.gone().await,
         None => std::future::pending().await,
     }
 }

@@ -4,10 +4,12 @@
 //! A WebSocket is one socket for one session; here a session outlives every request that carries
 //! it. So each session is a task of its own (the [`driver`]), owning the [`PusherSession`] and its
 //! outbound queue exactly as a WebSocket connection task does, and requests are messages to it:
-//! - a *receive* request (`xhr_streaming`, or `xhr` for polling) attaches a response body, which
-//!   the driver fills with `o` / `a[...]` / `h` / `c[...]` lines (streaming: until the client
-//!   reopens it; polling: one batch, or a heartbeat, then the response ends);
-//! - an `xhr_send` request hands the driver the client's messages, in order.
+//! - a *receive* request (`xhr_streaming`, or `xhr` for polling) attaches its response (the
+//!   [`receiver`]), which the driver fills with `o` / `a[...]` / `h` / `c[...]` lines (streaming:
+//!   until the client reopens it; polling: one batch, or a heartbeat, then the response ends). A
+//!   held stream is its socket, taken from hyper and written by the driver itself: a held
+//!   `xhr_streaming` session is one task, as a WebSocket connection is;
+//! - an `xhr_send` request hands the driver the client's messages, in order (the [`inbox`]).
 //!
 //! The [`HttpSessions`] table finds a session by app key and its client-chosen
 //! `{server}/{session}` path. A session nobody receives for `http_session_timeout_ms` expires and
@@ -15,107 +17,30 @@
 //! a connection permit, so the server's connection caps (total and per address) bound them too.
 
 mod driver;
+mod inbox;
+mod receiver;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 use crate::session::{PusherHandshake, PusherSession};
+use inbox::{Inbox, Refused};
+pub use receiver::{response, Receiver};
 
 /// Requests a session may have queued and not yet handled (each `xhr_send` is one).
 const COMMAND_CAPACITY: usize = 32;
-/// Lines a receive response may have waiting for its client to read; then the driver stops taking
-/// from the session's queue, which fills and ends a client that does not read (4100).
-const BODY_CAPACITY: usize = 2;
 
 /// What a request asks of a session's driver.
 enum Command {
     /// The messages of one `xhr_send`, in order.
     Send(Vec<String>),
-    /// A receive request's response body.
+    /// A receive request's response.
     Attach(Receiver),
-}
-
-/// The sending half of one receive response.
-pub struct Receiver {
-    lines: mpsc::Sender<Bytes>,
-    /// Cut the response off (a client that stopped reading): its body then ends with an error, so
-    /// the HTTP connection is closed rather than left holding unwritten bytes.
-    abort: CancellationToken,
-    polling: bool,
-}
-
-/// The body of one receive response: the lines its driver writes, ended when the driver lets go of
-/// it, or failed when the driver aborts it.
-pub struct ResponseBody {
-    lines: mpsc::Receiver<Bytes>,
-    abort: CancellationToken,
-}
-
-impl ResponseBody {
-    /// The body as a stream for the HTTP response.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-        futures_util::stream::unfold(self, |mut body| async move {
-            tokio::select! {
-                biased;
-                _ = body.abort.cancelled() => {
-                    Some((Err(std::io::Error::other("the client stopped reading")), body))
-                }
-                line = body.lines.recv() => line.map(|line| (Ok(line), body)),
-            }
-        })
-    }
-}
-
-/// How long a taken stream's last bytes may take to leave once its body ended.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-impl ResponseBody {
-    /// Writes the body onto a socket taken from hyper, after `head`: a held `xhr_streaming`
-    /// response then costs no hyper connection state or buffers. The body is close-delimited, so
-    /// it ends by closing the socket: when the driver lets go of it, aborts it (a client that does
-    /// not read), or the client goes away (seen as an end of input, so a dead stream detaches at
-    /// once rather than at its next write).
-    pub async fn write_to<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut io: S, head: &[u8]) {
-        if io.write_all(head).await.is_err() || io.flush().await.is_err() {
-            return;
-        }
-        let mut probe = [0u8; 64];
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.abort.cancelled() => return,
-                line = self.lines.recv() => {
-                    let Some(line) = line else { break };
-                    let written = async { io.write_all(&line).await?; io.flush().await };
-                    tokio::select! {
-                        written = written => if written.is_err() { return },
-                        _ = self.abort.cancelled() => return,
-                    }
-                }
-                read = io.read(&mut probe) => match read {
-                    Ok(0) | Err(_) => return,
-                    // A stream's client sends nothing more; whatever it sends is dropped.
-                    Ok(_) => {}
-                },
-            }
-        }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
-    }
-}
-
-/// A receive response's two ends.
-pub fn response(polling: bool) -> (Receiver, ResponseBody) {
-    let (tx, rx) = mpsc::channel(BODY_CAPACITY);
-    let abort = CancellationToken::new();
-    (Receiver { lines: tx, abort: abort.clone(), polling }, ResponseBody { lines: rx, abort })
 }
 
 /// Why a request could not reach its session.
@@ -129,7 +54,7 @@ pub enum SessionError {
 
 /// The requests' way to a live session.
 struct Handle {
-    commands: mpsc::Sender<Command>,
+    commands: Inbox<Command>,
     /// When the cluster was last told this node holds the session (see [`HttpSessions::renewal_due`]).
     renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -186,8 +111,8 @@ impl HttpSessions {
         let handle = self.sessions.get(&session_key(app_key, session_path)).map(|h| h.clone());
         let handle = handle.ok_or(SessionError::Unknown)?;
         handle.commands.try_send(Command::Send(messages)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SessionError::Busy,
-            mpsc::error::TrySendError::Closed(_) => SessionError::Unknown,
+            Refused::Full(_) => SessionError::Busy,
+            Refused::Closed(_) => SessionError::Unknown,
         })
     }
 
@@ -197,7 +122,7 @@ impl HttpSessions {
         let Some(handle) = self.sessions.get(&session_key(app_key, session_path)).map(|h| h.clone()) else {
             return Err(receiver);
         };
-        handle.commands.try_send(Command::Attach(receiver)).map_err(|e| match e.into_inner() {
+        handle.commands.try_send(Command::Attach(receiver)).map_err(|refused| match refused.into_inner() {
             Command::Attach(receiver) => receiver,
             Command::Send(_) => unreachable!("an attach gives back its own receiver"),
         })
@@ -219,30 +144,32 @@ impl HttpSessions {
             Ok(opened) => opened,
             Err(exit) => return driver::refuse(receiver, exit).await,
         };
-        let (commands, inbox) = mpsc::channel(COMMAND_CAPACITY);
-        let handle = Arc::new(Handle { commands, renewed_at: std::sync::Mutex::new(None) });
+        let handle =
+            Arc::new(Handle { commands: Inbox::new(COMMAND_CAPACITY), renewed_at: std::sync::Mutex::new(None) });
         // Two first requests for one new session (pusher-js never sends them): the later one's
-        // session is closed at once (its driver finds no requests), and its request joins the
-        // session that won.
+        // session is closed at once (its inbox is closed before its driver starts), and its
+        // request joins the session that won.
         let registered = match self.sessions.entry(key.clone()) {
             Entry::Vacant(slot) => {
                 slot.insert(handle.clone());
                 let _ = handle.commands.try_send(Command::Attach(receiver));
-                Some(handle)
+                true
             }
             Entry::Occupied(winner) => {
                 let _ = winner.get().commands.try_send(Command::Attach(receiver));
-                None
+                handle.commands.close();
+                false
             }
         };
         let sessions = self.clone();
-        let driver = driver::Driver::new(session, rx, inbox, self.timeout);
+        let driver = Box::new(driver::Driver::new(session, rx, handle.clone(), self.timeout));
         tokio::spawn(async move {
             let _hold = context.hold;
             driver.serve(context.shutdown).await;
-            if let Some(handle) = registered {
+            if registered {
                 sessions.sessions.remove_if(&key, |_, h| Arc::ptr_eq(h, &handle));
             }
+            handle.commands.close();
         });
     }
 }
