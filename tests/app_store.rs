@@ -204,7 +204,8 @@ async fn postgres_apps_are_served_changed_rotated_disabled_and_outlive_an_outage
     eventually("/up says OK again", Duration::from_secs(20), || async { health(&server).await["health"] == "OK" })
         .await;
     pg.sql("INSERT INTO apps (id, key, secret) VALUES ('3', 'key-3', 'secret-3')");
-    eventually("an app inserted after the outage is served", SOON, || served(&server, "key-3")).await;
+    eventually("an app inserted after the outage is served", Duration::from_secs(30), || served(&server, "key-3"))
+        .await;
     let body = json!({"name": "e", "channel": "orders", "data": "after"}).to_string();
     assert_eq!(server.api_as("key-1", "secret-1", "POST", "/apps/1/events", &body, &[]).await.0, 200);
     assert_eq!(one.recv().await["data"], "after", "the first client was never disconnected");
@@ -245,8 +246,7 @@ async fn soketis_postgres_table_is_read_as_is_and_a_bad_row_is_skipped_by_name()
     pg.sql(&soketi_row('"', "off", 0, 1));
     pg.sql(&soketi_row('"', "broken", 1, -5));
     let port = unused_port();
-    let mut server =
-        TestServer::start_with_config(port, &store_config(port, "postgres", &pg.url(), ""), &[]).await;
+    let mut server = TestServer::start_with_config(port, &store_config(port, "postgres", &pg.url(), ""), &[]).await;
     assert!(served(&server, "key-app-id").await, "Soketi's row is an app");
     assert_eq!(channels_status(&server, "app-id", "key-app-id", "secret-app-id").await, 200);
     assert_eq!(open(&server, "key-off").await.err(), Some(Some(4001)), "enabled = 0 is not served");
@@ -296,7 +296,8 @@ async fn mariadb_apps_are_served_rotated_disabled_and_outlive_an_outage() {
     eventually("/up says OK again", Duration::from_secs(20), || async { health(&server).await["health"] == "OK" })
         .await;
     db.sql("INSERT INTO apps (id, `key`, secret) VALUES ('3', 'key-3', 'secret-3')");
-    eventually("an app inserted after the outage is served", SOON, || served(&server, "key-3")).await;
+    eventually("an app inserted after the outage is served", Duration::from_secs(30), || served(&server, "key-3"))
+        .await;
 }
 
 #[tokio::test]
@@ -326,7 +327,6 @@ async fn a_database_unreachable_at_start_up_serves_nothing_degraded_then_recover
     assert_eq!(health(&server).await["health"], "DEGRADED");
     assert_eq!(open(&server, "key-1").await.err(), Some(Some(4001)));
     pg.resume();
-    eventually("the app is served once the database is up", Duration::from_secs(20), || served(&server, "key-1"))
-        .await;
+    eventually("the app is served once the database is up", Duration::from_secs(20), || served(&server, "key-1")).await;
     assert_eq!(health(&server).await["health"], "OK");
 }

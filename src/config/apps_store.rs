@@ -142,7 +142,8 @@ mod tests {
         assert!(c.validate().is_ok());
         c.refresh_interval_ms = 10;
         assert!(c.validate().unwrap_err().contains("refresh_interval_ms"));
-        let m = AppsStoreConfig { driver: AppsDriver::Mysql, url: Some("mariadb://u@h/db".into()), ..Default::default() };
+        let m =
+            AppsStoreConfig { driver: AppsDriver::Mysql, url: Some("mariadb://u@h/db".into()), ..Default::default() };
         assert_eq!(m.client_url().as_deref(), Some("mysql://u@h/db"));
         assert_eq!(AppsDriver::parse("array"), Some(AppsDriver::File));
         assert_eq!(AppsDriver::parse("MariaDB"), Some(AppsDriver::Mysql));

@@ -93,9 +93,7 @@ impl Config {
         }
         self.apps_store.validate().map_err(ConfigError::Invalid)?;
         if self.apps_store.driver.is_database() && !self.apps.is_empty() {
-            return invalid(
-                "[[apps]] and a database apps_store both declare apps: serve them from one place".into(),
-            );
+            return invalid("[[apps]] and a database apps_store both declare apps: serve them from one place".into());
         }
         if self.apps.is_empty() && !self.apps_store.driver.is_database() {
             return invalid("no app is configured".into());
@@ -141,9 +139,7 @@ impl AppConfig {
                 MAX_MESSAGE_SIZE_LIMIT >> 20
             ));
         }
-        if app.rate_limiting.enabled
-            && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0)
-        {
+        if app.rate_limiting.enabled && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0) {
             return Err(format!("{name}: rate_limiting needs max_attempts and decay_seconds of at least 1"));
         }
         for hook in &app.webhooks {
@@ -152,8 +148,8 @@ impl AppConfig {
             }
             if let Some(bad) = hook.event_types.iter().find(|t| !super::WEBHOOK_EVENT_TYPES.contains(&t.as_str())) {
                 return Err(format!(
-                "{name}: unknown webhook event type {bad:?} (expected any of {})",
-                super::WEBHOOK_EVENT_TYPES.join(", ")
+                    "{name}: unknown webhook event type {bad:?} (expected any of {})",
+                    super::WEBHOOK_EVENT_TYPES.join(", ")
                 ));
             }
         }

@@ -87,7 +87,10 @@ fn postgres_bin() -> PathBuf {
         .filter(|(_, bin): &(u32, PathBuf)| bin.join("postgres").exists())
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin).expect("PostgreSQL must be installed (scripts/test installs the postgresql package)")
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL must be installed (scripts/test installs the postgresql package)")
 }
 
 pub struct Postgres {
@@ -148,8 +151,15 @@ impl Postgres {
 
     fn psql(&self, sql: &str) -> Command {
         let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "herald", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-c", sql]);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "herald", "-d", "postgres"]).args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-A",
+            "-t",
+            "-c",
+            sql,
+        ]);
         cmd
     }
 

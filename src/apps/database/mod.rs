@@ -40,8 +40,7 @@ impl DatabaseApps {
     /// unhealthy, not the server stopped), then keeps it fresh until `shutdown`.
     pub async fn start(config: &AppsStoreConfig, shutdown: CancellationToken) -> anyhow::Result<Arc<DatabaseApps>> {
         let url = config.client_url().ok_or_else(|| anyhow::anyhow!("apps_store.url is not set"))?;
-        let source = Source::connect_lazy(config.driver, &url)
-            .map_err(|e| anyhow::anyhow!("apps_store.url: {e}"))?;
+        let source = Source::connect_lazy(config.driver, &url).map_err(|e| anyhow::anyhow!("apps_store.url: {e}"))?;
         let grace = Duration::from_secs(config.secret_grace_seconds);
         let apps = Arc::new(DatabaseApps {
             live: LiveApps::with_secret_grace(&[], grace),
@@ -49,7 +48,8 @@ impl DatabaseApps {
             failed_refreshes: AtomicU64::new(0),
             wake: Notify::new(),
         });
-        let mut refresher = Refresher { apps: apps.clone(), source, table: config.table.clone(), skipped: HashMap::new() };
+        let mut refresher =
+            Refresher { apps: apps.clone(), source, table: config.table.clone(), skipped: HashMap::new() };
         refresher.refresh().await;
         info!(driver = ?config.driver, table = %config.table, apps = apps.live.list().len(), "apps store read");
         if let Some(pool) = refresher.source.postgres_pool() {

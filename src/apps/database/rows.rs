@@ -194,7 +194,8 @@ fn webhooks(v: &str) -> Result<Vec<WebhookConfig>, String> {
         #[serde(default)]
         lambda_function: Option<serde_json::Value>,
     }
-    let hooks: Vec<Hook> = serde_json::from_str(v).map_err(|e| format!("webhooks: not a JSON array of webhooks: {e}"))?;
+    let hooks: Vec<Hook> =
+        serde_json::from_str(v).map_err(|e| format!("webhooks: not a JSON array of webhooks: {e}"))?;
     let mut out = Vec::new();
     for hook in hooks {
         match hook.url {
@@ -225,7 +226,10 @@ mod tests {
             ("enabled", "1"),
             ("max_backend_events_per_sec", "-1"),
             ("max_client_events_per_sec", "20"),
-            ("webhooks", r#"[{"url":"http://127.0.0.1:9/hook","event_types":["channel_occupied"],"headers":{"x":"y"}},{"lambda_function":"f","event_types":[]}]"#),
+            (
+                "webhooks",
+                r#"[{"url":"http://127.0.0.1:9/hook","event_types":["channel_occupied"],"headers":{"x":"y"}},{"lambda_function":"f","event_types":[]}]"#,
+            ),
             ("max_presence_members_per_channel", "50"),
             ("max_presence_member_size_in_kb", "2"),
         ]);

@@ -31,7 +31,10 @@ impl Source {
     pub fn connect_lazy(driver: AppsDriver, url: &str) -> Result<Source, sqlx::Error> {
         Ok(match driver {
             AppsDriver::Mysql => Source::Mysql(
-                MySqlPoolOptions::new().max_connections(POOL_SIZE).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy(url)?,
+                MySqlPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy(url)?,
             ),
             _ => Source::Postgres(
                 PgPoolOptions::new().max_connections(POOL_SIZE).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy(url)?,
