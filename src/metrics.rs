@@ -82,6 +82,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
 }
 
+/// How long the last successful read of the app store took (the table read, parsed and swapped in).
+pub fn apps_store_read(took: Duration) {
+    gauge!("herald_apps_store_read_seconds").set(took.as_secs_f64());
+}
+
 pub fn connection_opened(app_id: &str) {
     counter!("herald_connections_total", "app" => app_id.to_owned()).increment(1);
 }

@@ -50,8 +50,10 @@ impl DatabaseApps {
         });
         let mut refresher =
             Refresher { apps: apps.clone(), source, table: config.table.clone(), skipped: HashMap::new() };
+        let started = std::time::Instant::now();
         refresher.refresh().await;
-        info!(driver = ?config.driver, table = %config.table, apps = apps.live.list().len(), "apps store read");
+        let ms = started.elapsed().as_millis() as u64;
+        info!(driver = ?config.driver, table = %config.table, apps = apps.live.list().len(), ms, "apps store read");
         if let Some(pool) = refresher.source.postgres_pool() {
             tokio::spawn(listen::notifications(pool.clone(), apps.clone(), shutdown.clone()));
         }
@@ -112,6 +114,7 @@ struct Refresher {
 
 impl Refresher {
     async fn refresh(&mut self) {
+        let started = std::time::Instant::now();
         let read = match tokio::time::timeout(READ_DEADLINE, self.source.read(&self.table)).await {
             Ok(read) => read,
             Err(_) => Err(format!("no answer within {} s", READ_DEADLINE.as_secs())),
@@ -154,6 +157,7 @@ impl Refresher {
         }
         self.skipped = skipped;
         self.apps.live.replace(&apps);
+        crate::metrics::apps_store_read(started.elapsed());
         if !self.apps.healthy.swap(true, Ordering::Relaxed) {
             info!(apps = apps.len(), "apps store readable again");
         }
