@@ -613,6 +613,41 @@ mod tests {
     }
 
     #[test]
+    fn a_database_store_from_herald_or_soketi_names() {
+        let c = load(
+            None,
+            &[("HERALD_APPS_DRIVER", "postgres"), ("DATABASE_URL", "postgres://u@db/apps")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.apps_store.driver, AppsDriver::Postgres);
+        assert_eq!(c.apps_store.url.as_deref(), Some("postgres://u@db/apps"));
+        assert!(c.apps.is_empty() && !c.uses_default_app(), "no demo app when a database serves the apps");
+
+        let soketi = [
+            ("SOKETI_APP_MANAGER_DRIVER", "mysql"),
+            ("SOKETI_DB_MYSQL_HOST", "10.0.0.9"),
+            ("SOKETI_DB_MYSQL_USERNAME", "soketi"),
+            ("SOKETI_DB_MYSQL_PASSWORD", "p@ss word"),
+            ("SOKETI_DB_MYSQL_DATABASE", "main"),
+            ("SOKETI_APP_MANAGER_MYSQL_TABLE", "soketi_apps"),
+        ];
+        let c = load(None, &soketi, Overrides::default()).unwrap();
+        assert_eq!(c.apps_store.driver, AppsDriver::Mysql);
+        assert_eq!(c.apps_store.url.as_deref(), Some("mysql://soketi:p%40ss%20word@10.0.0.9:3306/main"));
+        assert_eq!(c.apps_store.table, "soketi_apps");
+
+        let err =
+            |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
+        assert!(err(None, &[("HERALD_APPS_DRIVER", "dynamodb")]).contains("HERALD_APPS_DRIVER"));
+        assert!(err(None, &[("HERALD_APPS_DRIVER", "postgres")]).contains("apps_store.url"));
+        let both = "[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h/db\"\n[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n";
+        assert!(err(Some(both), &[]).contains("[[apps]]"));
+        let bad_table = "[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"apps; drop\"\n";
+        assert!(err(Some(bad_table), &[]).contains("apps_store.table"));
+    }
+
+    #[test]
     fn clear_errors() {
         let err =
             |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
