@@ -22,10 +22,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Config => {
-            print!("{}", herald::config::SAMPLE);
-            std::process::ExitCode::SUCCESS
-        }
+        Command::Config(args) => herald::cli::check::main(args),
         Command::Bench(args) => herald::bench::main(args),
         Command::Connect(args) => herald::cli::connect::main(args),
         Command::Trigger(args) => herald::cli::trigger::trigger_main(args),

@@ -52,6 +52,10 @@ pub struct Snapshot {
     /// pusher-js HTTP fallback sessions (`xhr_streaming`, `xhr_polling`) open on this node.
     pub http_sessions: usize,
     pub cluster_healthy: bool,
+    /// Whether the app store was readable at its last read, its failed reads, and its apps.
+    pub apps_store_healthy: bool,
+    pub apps_store_failed_refreshes: u64,
+    pub apps_served: usize,
     pub webhooks_delivered: u64,
     pub webhooks_failed_attempts: u64,
     pub webhooks_given_up: u64,
@@ -68,11 +72,19 @@ pub fn render(snapshot: &Snapshot) -> String {
     gauge!("herald_active_apps").set(snapshot.active_apps as f64);
     gauge!("herald_http_sessions").set(snapshot.http_sessions as f64);
     gauge!("herald_adapter_healthy").set(if snapshot.cluster_healthy { 1.0 } else { 0.0 });
+    gauge!("herald_apps_store_healthy").set(if snapshot.apps_store_healthy { 1.0 } else { 0.0 });
+    counter!("herald_apps_store_failed_refreshes_total").absolute(snapshot.apps_store_failed_refreshes);
+    gauge!("herald_apps").set(snapshot.apps_served as f64);
     counter!("herald_webhook_deliveries_total").absolute(snapshot.webhooks_delivered);
     counter!("herald_webhook_failed_attempts_total").absolute(snapshot.webhooks_failed_attempts);
     counter!("herald_webhook_given_up_total").absolute(snapshot.webhooks_given_up);
     counter!("herald_webhook_dropped_total").absolute(snapshot.webhooks_dropped);
     HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// How long the last successful read of the app store took (the table read, parsed and swapped in).
+pub fn apps_store_read(took: Duration) {
+    gauge!("herald_apps_store_read_seconds").set(took.as_secs_f64());
 }
 
 pub fn connection_opened(app_id: &str) {

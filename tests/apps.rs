@@ -61,3 +61,92 @@ async fn sighup_serves_new_apps_closes_removed_ones_and_refuses_a_broken_file() 
     assert_eq!(server.trigger("orders", "e", "after a bad reload").await, 200);
     assert_eq!(stays.recv().await["data"], "after a bad reload");
 }
+
+#[tokio::test]
+async fn sighup_applies_a_changed_limit_to_new_connections_and_refuses_an_invalid_file() {
+    let port = unused_port();
+    let limited = |max: u32| format!("{}max_connections = {max}\n", config(port, &[(APP_ID, KEY, SECRET)]));
+    let server = TestServer::start_with_config(port, &limited(1), &[]).await;
+    let (mut first, _) = open(&server, KEY).await.expect("the first connection is served");
+    first.subscribe("orders").await;
+    assert_eq!(open(&server, KEY).await.err(), Some(Some(4004)), "max_connections = 1");
+
+    server.rewrite_config(&limited(2));
+    server.signal("HUP");
+    // The connection that gets in is kept: a dropped one would count for a moment still.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _second = loop {
+        if let Ok((client, _)) = open(&server, KEY).await {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "the raised limit never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(server.trigger("orders", "e", "kept").await, 200);
+    assert_eq!(first.recv().await["data"], "kept", "a changed app keeps its connections");
+
+    // Valid TOML that is not a valid configuration (two apps with one key) is refused too.
+    let duplicate = config(port, &[(APP_ID, KEY, SECRET), ("2", KEY, "other")]);
+    server.rewrite_config(&duplicate);
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(open(&server, KEY).await.err(), Some(Some(4004)), "the last good configuration (2) is kept");
+    assert_eq!(server.trigger("orders", "e", "still").await, 200);
+    assert_eq!(first.recv().await["data"], "still");
+}
+
+/// `herald config --check FILE`: its exit code and what it printed, within a deadline (it must
+/// not start a server).
+fn check(file_text: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("herald-check-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("herald.toml");
+    std::fs::write(&path, file_text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["config", "--check"])
+        .arg(&path)
+        .env_remove("REVERB_APP_ID")
+        .env_remove("HERALD_APPS_DRIVER")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn herald config --check");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herald config --check did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("output");
+    std::fs::remove_dir_all(&dir).ok();
+    (code, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn config_check_validates_a_file_without_starting() {
+    let port = unused_port();
+    let (code, out) = check(&config(port, &[(APP_ID, KEY, SECRET), ("2", "key-2", "secret-2")]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid") && out.contains("2 app(s)"), "{out}");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing was started on the port");
+
+    let (code, out) = check("this is = not [valid toml");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not valid"), "{out}");
+
+    let (code, out) = check(&format!("{}ping_interval = 0\n", config(port, &[(APP_ID, KEY, SECRET)])));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ping_interval"), "the message names the setting: {out}");
+
+    let (code, out) = check("[apps_store]\ndriver = \"postgres\"\nurl = \"mysql://wrong\"\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("apps_store.url"), "{out}");
+    let (code, out) = check("[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h@127.0.0.1/db\"\n");
+    assert_eq!(code, 0, "a database store needs no [[apps]]: {out}");
+}

@@ -7,15 +7,18 @@
 //! (the hub's channels, webhooks, API limits) creates it on first use and listens to
 //! [`AppStore::changes`] to let it go when an app is removed.
 //!
-//! A new source of apps is one file beside [`file`] implementing [`AppStore`].
+//! The file's apps live in a [`LiveApps`], replaced on SIGHUP; a database's ([`database`]) live in
+//! one too, replaced by a refresher. A new source of apps is one more module that feeds a
+//! `LiveApps` and implements [`AppStore`].
 
-mod file;
+pub mod database;
+mod live;
 
 use std::sync::Arc;
 
 use crate::config::AppConfig;
 
-pub use file::StaticApps;
+pub use live::LiveApps;
 
 /// An app as served: its configuration, shared by every connection and request of the app.
 pub type App = Arc<AppConfig>;
@@ -37,4 +40,12 @@ pub trait AppStore: Send + Sync + 'static {
     fn list(&self) -> Vec<App>;
     /// Changes from now on. A receiver that falls behind gets `Lagged` and should re-read `list`.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<AppChange>;
+    /// False while the source cannot be read (the last good apps are being served).
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// Reads of the source that failed since start-up.
+    fn failed_refreshes(&self) -> u64 {
+        0
+    }
 }

@@ -1,5 +1,6 @@
 //! The command line: parses, then calls the layers below. Nothing here is needed by a library user.
 
+pub mod check;
 pub mod connect;
 pub mod start;
 pub mod trigger;
@@ -25,8 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (like `php artisan reverb:start`).
     Start(StartArgs),
-    /// Print a commented sample configuration file.
-    Config,
+    /// Print a commented sample configuration file, or check one (`--check FILE`).
+    Config(check::ConfigArgs),
     /// Load generator: drive a server on this machine with a benchmark scenario and report.
     Bench(crate::bench::BenchArgs),
     /// Interactive Pusher client for the terminal, like wscat (also driven from scripts through stdin).

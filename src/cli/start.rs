@@ -5,7 +5,8 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, StartArgs};
-use crate::apps::{AppStore, StaticApps};
+use crate::apps::database::DatabaseApps;
+use crate::apps::{AppStore, LiveApps};
 use crate::cluster::redis::RedisSettings;
 use crate::cluster::Cluster;
 use crate::config::{Config, Overrides};
@@ -50,8 +51,14 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // The server is assembled here: where apps come from, this node's registry, and how it
     // reaches its peers.
-    let static_apps = StaticApps::new(&config.apps);
-    let apps: std::sync::Arc<dyn AppStore> = static_apps.clone();
+    let (apps, reload): (std::sync::Arc<dyn AppStore>, Reload) = if config.apps_store.driver.is_database() {
+        let database = DatabaseApps::start(&config.apps_store, shutdown.clone()).await?;
+        (database.clone(), Reload::Database(database))
+    } else {
+        let grace = std::time::Duration::from_secs(config.apps_store.secret_grace_seconds);
+        let file = LiveApps::with_secret_grace(&config.apps, grace);
+        (file.clone(), Reload::File(file))
+    };
     let registry = std::sync::Arc::new(Registry::new(apps.clone()));
     let node = Hub::new_node_id();
     let cluster = if config.scaling.enabled {
@@ -71,7 +78,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let addr = server.local_addr()?;
     print_banner(&config, addr, server.is_tls());
 
-    tokio::spawn(reload_on_hangup(args, static_apps));
+    tokio::spawn(reload_on_hangup(args, reload));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received");
@@ -80,16 +87,31 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     server.run().await
 }
 
+/// What SIGHUP reloads: the file's apps, or the database's table (read again at once).
+enum Reload {
+    File(std::sync::Arc<LiveApps>),
+    Database(std::sync::Arc<DatabaseApps>),
+}
+
 /// SIGHUP reads the configuration again and serves its apps: new apps are served at once, changed
 /// ones are used for new connections and requests, removed ones have their connections closed
 /// (4001). A configuration that does not load is refused with a log line and the old one kept.
-/// Server settings (`[server]`, `[scaling]`) need a restart.
-async fn reload_on_hangup(args: StartArgs, apps: std::sync::Arc<StaticApps>) {
+/// Server settings (`[server]`, `[scaling]`, `[apps_store]`) need a restart. With a database
+/// store, SIGHUP reads the table again instead.
+async fn reload_on_hangup(args: StartArgs, reload: Reload) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
         while hangups.recv().await.is_some() {
+            let apps = match &reload {
+                Reload::File(apps) => apps,
+                Reload::Database(database) => {
+                    info!("SIGHUP: reading the apps store again");
+                    database.refresh_now();
+                    continue;
+                }
+            };
             let reloaded = read_env_file(args.env_file.as_deref()).and_then(|dotenv| {
                 let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
                 let overrides = Overrides { host: args.host.clone(), port: args.port };
@@ -105,7 +127,7 @@ async fn reload_on_hangup(args: StartArgs, apps: std::sync::Arc<StaticApps>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = (args, apps);
+    let _ = (args, reload);
 }
 
 /// Reads a `.env` file without touching the process environment; a missing default `./.env` is fine,
@@ -135,6 +157,10 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, tls: bool) {
     println!("Herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     for app in &config.apps {
         println!("  app id={} key={}  ->  {ws}://{addr}{path}/app/{}", app.id, app.key, app.key);
+    }
+    if config.apps_store.driver.is_database() {
+        let store = &config.apps_store;
+        println!("  apps from the {:?} table {:?}  ->  {ws}://{addr}{path}/app/{{key}}", store.driver, store.table);
     }
     if config.uses_default_app() {
         let app = &config.apps[0];

@@ -1,6 +1,6 @@
 //! Reverb's environment variable names, so that a Laravel `.env` configures Herald unchanged.
 
-use super::{AppConfig, Config, ConfigError};
+use super::{AppConfig, AppsDriver, Config, ConfigError};
 
 /// Applies the `REVERB_*` (and `REDIS_*`) variables found by `env` on top of `config`.
 ///
@@ -46,6 +46,8 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
         config.scaling.redis_url = Some(format!("redis://{auth}{host}:{port}{db}"));
     }
 
+    apply_apps_store_env(config, &get)?;
+
     let credentials = [get("REVERB_APP_ID"), get("REVERB_APP_KEY"), get("REVERB_APP_SECRET")];
     if credentials.iter().any(Option::is_some) {
         let names = ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"];
@@ -67,6 +69,54 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
         config.apps.push(AppConfig::new(&id, &key, &secret));
     }
     Ok(())
+}
+
+/// `[apps_store]` from the environment: Herald's names, the common `DATABASE_URL`, and Soketi's
+/// names (`SOKETI_APP_MANAGER_DRIVER`, `SOKETI_DB_POSTGRES_HOST`...), so a Soketi deployment's
+/// environment finds its database unchanged.
+fn apply_apps_store_env(config: &mut Config, get: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for name in ["HERALD_APPS_DRIVER", "SOKETI_APP_MANAGER_DRIVER"] {
+        if let Some(value) = get(name) {
+            config.apps_store.driver = AppsDriver::parse(&value).ok_or_else(|| ConfigError::Env {
+                name,
+                message: format!("expected file, postgres or mysql, got {value:?}"),
+            })?;
+            break;
+        }
+    }
+    let soketi = match config.apps_store.driver {
+        AppsDriver::Postgres => Some(("POSTGRES", "postgres", "5432")),
+        AppsDriver::Mysql => Some(("MYSQL", "mysql", "3306")),
+        AppsDriver::File => None,
+    };
+    if let Some(url) = get("HERALD_APPS_URL").or_else(|| get("DATABASE_URL")) {
+        config.apps_store.url = Some(url);
+    } else if let Some((db, scheme, default_port)) = soketi {
+        if let Some(host) = get(&format!("SOKETI_DB_{db}_HOST")) {
+            let port = get(&format!("SOKETI_DB_{db}_PORT")).unwrap_or_else(|| default_port.into());
+            let user = get(&format!("SOKETI_DB_{db}_USERNAME")).unwrap_or_else(|| "root".into());
+            let password = get(&format!("SOKETI_DB_{db}_PASSWORD")).map(|p| format!(":{}", url_part(&p)));
+            let database = get(&format!("SOKETI_DB_{db}_DATABASE")).unwrap_or_else(|| "main".into());
+            let auth = format!("{}{}@", url_part(&user), password.unwrap_or_default());
+            config.apps_store.url = Some(format!("{scheme}://{auth}{host}:{port}/{}", url_part(&database)));
+        }
+    }
+    let soketi_table = soketi.and_then(|(db, _, _)| get(&format!("SOKETI_APP_MANAGER_{db}_TABLE")));
+    if let Some(table) = get("HERALD_APPS_TABLE").or(soketi_table) {
+        config.apps_store.table = table;
+    }
+    if let Some(v) = get("HERALD_APPS_REFRESH_INTERVAL_MS") {
+        config.apps_store.refresh_interval_ms = parse_number("HERALD_APPS_REFRESH_INTERVAL_MS", &v)?;
+    }
+    if let Some(v) = get("HERALD_APPS_SECRET_GRACE_SECONDS") {
+        config.apps_store.secret_grace_seconds = parse_number("HERALD_APPS_SECRET_GRACE_SECONDS", &v)?;
+    }
+    Ok(())
+}
+
+/// A user name, password or database name as it may stand in a URL.
+fn url_part(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Applies the per-app `REVERB_APP_*` settings to every app (the embedded demo app included).

@@ -2,6 +2,7 @@
 //! overriding the one before; validated once at start-up so that a mistake stops the server with a
 //! message naming the setting, instead of surfacing as odd behaviour later.
 
+mod apps_store;
 mod env;
 mod validate;
 
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use apps_store::{AppsDriver, AppsStoreConfig, DEFAULT_REFRESH_INTERVAL_MS};
 pub use env::{apply_app_env, apply_env};
 pub use validate::{parse_network, ConfigError};
 
@@ -29,6 +31,8 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     #[serde(default)]
     pub scaling: ScalingConfig,
+    #[serde(default)]
+    pub apps_store: AppsStoreConfig,
     /// Set when nothing configured an app and the embedded demo app is served.
     #[serde(skip)]
     pub demo_app: bool,
@@ -202,6 +206,17 @@ pub struct AppConfig {
     /// fills or the member rejoins meanwhile (a page reload); 0 sends them at once.
     #[serde(default = "defaults::webhook_delay_ms")]
     pub webhook_delay_ms: u64,
+    /// The secret this app had before its last rotation, while it is still accepted (see
+    /// `[apps_store] secret_grace_seconds`); set by the store, never read from a file.
+    #[serde(skip)]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret and the moment it stops being accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub until: std::time::Instant,
 }
 
 impl AppConfig {
@@ -230,7 +245,16 @@ impl AppConfig {
             plain_query_token: false,
             webhook_batch_ms: defaults::webhook_batch_ms(),
             webhook_delay_ms: defaults::webhook_delay_ms(),
+            previous_secret: None,
         }
+    }
+
+    /// The secrets a signature may be made with now: the current one, then the previous one while
+    /// its grace lasts. Whatever Herald signs itself uses `secret`.
+    pub fn accepted_secrets(&self) -> impl Iterator<Item = &str> {
+        let now = std::time::Instant::now();
+        let previous = self.previous_secret.as_ref().filter(|p| now < p.until).map(|p| p.secret.as_str());
+        std::iter::once(self.secret.as_str()).chain(previous)
     }
 }
 
@@ -424,7 +448,7 @@ impl Config {
             None => Config::default(),
         };
         apply_env(&mut config, env)?;
-        if config.apps.is_empty() {
+        if config.apps.is_empty() && !config.apps_store.driver.is_database() {
             config.apps.push(AppConfig::new(DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET));
             config.demo_app = true;
             // Its secret is published: reachable from this machine only, unless a host was asked for.
@@ -595,6 +619,41 @@ mod tests {
         assert_eq!(c.scaling.node_url(&c.server).as_deref(), Some("http://file:1"));
         let c = load(Some(file), &[("HERALD_NODE_URL", "http://10.1.2.3:8080/")], Overrides::default()).unwrap();
         assert_eq!(c.scaling.node_url(&c.server).as_deref(), Some("http://10.1.2.3:8080"));
+    }
+
+    #[test]
+    fn a_database_store_from_herald_or_soketi_names() {
+        let c = load(
+            None,
+            &[("HERALD_APPS_DRIVER", "postgres"), ("DATABASE_URL", "postgres://u@db/apps")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.apps_store.driver, AppsDriver::Postgres);
+        assert_eq!(c.apps_store.url.as_deref(), Some("postgres://u@db/apps"));
+        assert!(c.apps.is_empty() && !c.uses_default_app(), "no demo app when a database serves the apps");
+
+        let soketi = [
+            ("SOKETI_APP_MANAGER_DRIVER", "mysql"),
+            ("SOKETI_DB_MYSQL_HOST", "10.0.0.9"),
+            ("SOKETI_DB_MYSQL_USERNAME", "soketi"),
+            ("SOKETI_DB_MYSQL_PASSWORD", "p@ss word"),
+            ("SOKETI_DB_MYSQL_DATABASE", "main"),
+            ("SOKETI_APP_MANAGER_MYSQL_TABLE", "soketi_apps"),
+        ];
+        let c = load(None, &soketi, Overrides::default()).unwrap();
+        assert_eq!(c.apps_store.driver, AppsDriver::Mysql);
+        assert_eq!(c.apps_store.url.as_deref(), Some("mysql://soketi:p%40ss%20word@10.0.0.9:3306/main"));
+        assert_eq!(c.apps_store.table, "soketi_apps");
+
+        let err =
+            |file: Option<&str>, env: &[(&str, &str)]| load(file, env, Overrides::default()).unwrap_err().to_string();
+        assert!(err(None, &[("HERALD_APPS_DRIVER", "dynamodb")]).contains("HERALD_APPS_DRIVER"));
+        assert!(err(None, &[("HERALD_APPS_DRIVER", "postgres")]).contains("apps_store.url"));
+        let both = "[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h/db\"\n[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"\n";
+        assert!(err(Some(both), &[]).contains("[[apps]]"));
+        let bad_table = "[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h/db\"\ntable = \"apps; drop\"\n";
+        assert!(err(Some(bad_table), &[]).contains("apps_store.table"));
     }
 
     #[test]

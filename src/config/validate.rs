@@ -8,7 +8,7 @@ pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 << 20;
 /// The shortest `dashboard_password` accepted: it guards triggering events on every channel.
 pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 16;
 
-use super::Config;
+use super::{AppConfig, Config};
 
 /// An IP address (`10.1.2.3`, `::1`) or network (`10.0.0.0/8`, `fd00::/8`) as (address, prefix length).
 pub fn parse_network(text: &str) -> Option<(std::net::IpAddr, u8)> {
@@ -91,61 +91,73 @@ impl Config {
                 return invalid("scaling.node_timeout_ms must be at least 500".into());
             }
         }
-        if self.apps.is_empty() {
+        self.apps_store.validate().map_err(ConfigError::Invalid)?;
+        if self.apps_store.driver.is_database() && !self.apps.is_empty() {
+            return invalid("[[apps]] and a database apps_store both declare apps: serve them from one place".into());
+        }
+        if self.apps.is_empty() && !self.apps_store.driver.is_database() {
             return invalid("no app is configured".into());
         }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for app in &self.apps {
+            app.validate().map_err(ConfigError::Invalid)?;
             let name = format!("app {:?}", app.id);
-            if app.id.is_empty() || app.key.is_empty() {
-                return invalid(format!("{name}: id and key must not be empty"));
-            }
-            if app.secret.is_empty() {
-                return invalid(format!("{name}: secret must not be empty"));
-            }
-            if !app.key.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?') {
-                return invalid(format!("{name}: key may only contain printable ASCII without '/' or '?'"));
-            }
             if !ids.insert(&app.id) {
                 return invalid(format!("{name}: two apps have this id"));
             }
             if !keys.insert(&app.key) {
                 return invalid(format!("{name}: two apps have the key {:?}", app.key));
             }
-            if app.ping_interval == 0 {
-                return invalid(format!("{name}: ping_interval must be at least 1 second"));
+        }
+        Ok(())
+    }
+}
+
+impl AppConfig {
+    /// The rules for one app, wherever it comes from (a file, a database row).
+    pub fn validate(&self) -> Result<(), String> {
+        let app = self;
+        let name = format!("app {:?}", app.id);
+        if app.id.is_empty() || app.key.is_empty() {
+            return Err(format!("{name}: id and key must not be empty"));
+        }
+        if app.secret.is_empty() {
+            return Err(format!("{name}: secret must not be empty"));
+        }
+        if !app.key.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?') {
+            return Err(format!("{name}: key may only contain printable ASCII without '/' or '?'"));
+        }
+        if app.ping_interval == 0 {
+            return Err(format!("{name}: ping_interval must be at least 1 second"));
+        }
+        if app.activity_timeout == 0 {
+            return Err(format!("{name}: activity_timeout must be at least 1 second"));
+        }
+        if !(128..=MAX_MESSAGE_SIZE_LIMIT).contains(&app.max_message_size) {
+            return Err(format!(
+                "{name}: max_message_size must be between 128 bytes and {} MiB",
+                MAX_MESSAGE_SIZE_LIMIT >> 20
+            ));
+        }
+        if app.rate_limiting.enabled && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0) {
+            return Err(format!("{name}: rate_limiting needs max_attempts and decay_seconds of at least 1"));
+        }
+        for hook in &app.webhooks {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(format!("{name}: webhook url {:?} must start with http:// or https://", hook.url));
             }
-            if app.activity_timeout == 0 {
-                return invalid(format!("{name}: activity_timeout must be at least 1 second"));
-            }
-            if !(128..=MAX_MESSAGE_SIZE_LIMIT).contains(&app.max_message_size) {
-                return invalid(format!(
-                    "{name}: max_message_size must be between 128 bytes and {} MiB",
-                    MAX_MESSAGE_SIZE_LIMIT >> 20
+            if let Some(bad) = hook.event_types.iter().find(|t| !super::WEBHOOK_EVENT_TYPES.contains(&t.as_str())) {
+                return Err(format!(
+                    "{name}: unknown webhook event type {bad:?} (expected any of {})",
+                    super::WEBHOOK_EVENT_TYPES.join(", ")
                 ));
             }
-            if app.rate_limiting.enabled
-                && (app.rate_limiting.max_attempts == 0 || app.rate_limiting.decay_seconds == 0)
-            {
-                return invalid(format!("{name}: rate_limiting needs max_attempts and decay_seconds of at least 1"));
-            }
-            for hook in &app.webhooks {
-                if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                    return invalid(format!("{name}: webhook url {:?} must start with http:// or https://", hook.url));
-                }
-                if let Some(bad) = hook.event_types.iter().find(|t| !super::WEBHOOK_EVENT_TYPES.contains(&t.as_str())) {
-                    return invalid(format!(
-                        "{name}: unknown webhook event type {bad:?} (expected any of {})",
-                        super::WEBHOOK_EVENT_TYPES.join(", ")
-                    ));
-                }
-            }
-            if app.max_presence_members == 0 {
-                return invalid(format!("{name}: max_presence_members must be at least 1"));
-            }
-            if app.allowed_origins.is_empty() {
-                return invalid(format!("{name}: allowed_origins must not be empty (use [\"*\"] to allow any)"));
-            }
+        }
+        if app.max_presence_members == 0 {
+            return Err(format!("{name}: max_presence_members must be at least 1"));
+        }
+        if app.allowed_origins.is_empty() {
+            return Err(format!("{name}: allowed_origins must not be empty (use [\"*\"] to allow any)"));
         }
         Ok(())
     }

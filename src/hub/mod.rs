@@ -367,6 +367,16 @@ impl Hub {
         self.cluster.healthy()
     }
 
+    /// Whether the app store could be read last time it was (a database's last good apps are
+    /// served meanwhile).
+    pub fn apps_healthy(&self) -> bool {
+        self.apps.healthy()
+    }
+
+    pub fn failed_app_refreshes(&self) -> u64 {
+        self.apps.failed_refreshes()
+    }
+
     /// Announces what the cluster noticed by itself: a dead node's members and channels gone.
     async fn on_cluster_event(&self, event: ClusterEvent) {
         match event {

@@ -495,7 +495,7 @@ mod tests {
     fn registry() -> Registry {
         let mut app = AppConfig::new("a", "key-a", "secret-a");
         app.subscription_count_events = true;
-        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let reg = Registry::new(crate::apps::LiveApps::new(std::slice::from_ref(&app)));
         assert!(reg.try_add_connection(&app, &Outbound::new(sid(1000), 1 << 20).0));
         reg
     }
@@ -663,7 +663,7 @@ mod tests {
     fn connection_quota() {
         let mut app = AppConfig::new("a", "key-a", "secret-a");
         app.max_connections = Some(2);
-        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let reg = Registry::new(crate::apps::LiveApps::new(std::slice::from_ref(&app)));
         let queues: Vec<_> = (1..=4).map(|n| Outbound::new(sid(n), 1 << 20)).collect();
         assert!(reg.try_add_connection(&app, &queues[0].0));
         assert!(reg.try_add_connection(&app, &queues[1].0));
@@ -677,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn an_apps_state_is_made_by_its_first_connection_and_freed_after_its_last() {
         let app = AppConfig::new("a", "key-a", "secret-a");
-        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let reg = Registry::new(crate::apps::LiveApps::new(std::slice::from_ref(&app)));
         assert_eq!(reg.active_apps(), 0, "nothing before the first connection");
         assert!(reg.subscribe("a", &chan("c"), &Outbound::new(sid(9), 1 << 20).0, Frame::pong(), None).is_none());
         let (o1, _r1) = Outbound::new(sid(1), 1 << 20);
@@ -706,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn forgetting_an_app_closes_its_connections_with_4001() {
         let app = AppConfig::new("a", "key-a", "secret-a");
-        let reg = Registry::new(crate::apps::StaticApps::new(std::slice::from_ref(&app)));
+        let reg = Registry::new(crate::apps::LiveApps::new(std::slice::from_ref(&app)));
         let (o1, mut r1) = Outbound::new(sid(1), 1 << 20);
         assert!(reg.try_add_connection(&app, &o1));
         assert_eq!(reg.forget_app("a"), 1);

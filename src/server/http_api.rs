@@ -131,7 +131,13 @@ pub(super) async fn authorize(state: &AppState, app_id: &str, request: Request) 
     };
     // Nested routers see the path without the deployment prefix: exactly what the SDKs sign.
     let request = ApiRequest { method: parts.method.as_str(), path: parts.uri.path(), query, body: &body };
-    verify_api_request(&app.key, &app.secret, &request, now).map_err(unauthorized)?;
+    // The current secret first: its error is the one reported. A rotated-out secret counts only
+    // during its grace.
+    let verified = verify_api_request(&app.key, &app.secret, &request, now).or_else(|e| {
+        let previous = app.accepted_secrets().skip(1);
+        previous.map(|secret| verify_api_request(&app.key, secret, &request, now)).find(Result::is_ok).unwrap_or(Err(e))
+    });
+    verified.map_err(unauthorized)?;
     // After the signature: only the app's own (signed) requests count, so forged floods, which cost
     // one HMAC each, cannot use up the app's budget and block its broadcasts.
     if !state.api_limits.allow(&app) {

@@ -70,6 +70,9 @@ fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
         active_apps: registry.active_apps(),
         http_sessions: state.http_sessions.count(),
         cluster_healthy: hub.healthy(),
+        apps_store_healthy: hub.apps_healthy(),
+        apps_store_failed_refreshes: hub.failed_app_refreshes(),
+        apps_served: hub.apps().len(),
         webhooks_delivered: webhooks.delivered.load(Relaxed),
         webhooks_failed_attempts: webhooks.failed_attempts.load(Relaxed),
         webhooks_given_up: webhooks.given_up.load(Relaxed),
@@ -86,12 +89,18 @@ async fn count_requests(request: axum::extract::Request, next: axum::middleware:
 
 /// Unsigned health check for load balancers. A node that cannot reach Redis still serves its own
 /// sockets, so it answers 200, and says it is degraded.
+/// Likewise a node whose app store cannot be read: it serves the last apps it read.
 async fn up(State(state): State<AppState>) -> Response {
-    if state.hub.healthy() {
-        Json(json!({"health": "OK"})).into_response()
-    } else {
-        Json(json!({"health": "DEGRADED", "redis": "unreachable: serving local connections only"})).into_response()
+    let mut body = serde_json::Map::new();
+    if !state.hub.healthy() {
+        body.insert("redis".into(), json!("unreachable: serving local connections only"));
     }
+    if !state.hub.apps_healthy() {
+        body.insert("apps_store".into(), json!("unreachable: serving the last apps read"));
+    }
+    let health = if body.is_empty() { "OK" } else { "DEGRADED" };
+    body.insert("health".into(), json!(health));
+    Json(serde_json::Value::Object(body)).into_response()
 }
 
 async fn not_found() -> Response {

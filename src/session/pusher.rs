@@ -253,7 +253,7 @@ impl PusherSession {
         if channel.kind.needs_auth() {
             let message = channel_auth_message(&self.socket_id.to_string(), channel.name, channel_data);
             let auth = request.auth.as_deref().unwrap_or_default();
-            if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
+            if !self.signed_by_app(&message, auth) {
                 return refuse(self, "AuthError", "Invalid signature", 401);
             }
         }
@@ -275,12 +275,21 @@ impl PusherSession {
         }
     }
 
+    /// Whether `auth` signs `message` with a secret the app accepts now: the store's current
+    /// configuration, not the one this connection opened with, so a rotated secret counts at once
+    /// (and the previous one only for its grace).
+    fn signed_by_app(&self, message: &str, auth: &str) -> bool {
+        let app = self.hub.app_by_id(&self.app.id).unwrap_or_else(|| self.app.clone());
+        let signed = app.accepted_secrets().any(|secret| verify_auth(&app.key, secret, message, auth));
+        signed
+    }
+
     /// `pusher:signin`: the app vouches for who this connection is; events sent to the user
     /// (`#server-to-user-{id}`) then reach it, `terminate_connections` can close it, and the
     /// users in its `watchlist` are reported online and offline to it.
     async fn signin(&mut self, auth: &str, user_data: &str) {
         let message = signin_message(&self.socket_id.to_string(), user_data);
-        if !verify_auth(&self.app.key, &self.app.secret, &message, auth) {
+        if !self.signed_by_app(&message, auth) {
             self.send_error(ErrorCode::Unauthorized, "Invalid signature for pusher:signin");
             return;
         }

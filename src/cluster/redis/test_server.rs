@@ -113,6 +113,6 @@ pub async fn shared_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync:
 /// A node's state on `redis`, marked healthy as a started node would be.
 pub async fn state_on(redis: &TestRedis, node: u32, prefix: &str) -> std::sync::Arc<super::state::RedisState> {
     let shared = shared_on(redis, node, prefix).await;
-    let apps = crate::apps::StaticApps::new(&[crate::config::AppConfig::new("1", "k", "s")]);
+    let apps = crate::apps::LiveApps::new(&[crate::config::AppConfig::new("1", "k", "s")]);
     super::state::RedisState::new(shared, std::sync::Arc::new(RecordingNode::default()), apps)
 }

@@ -1,17 +1,19 @@
-//! Apps from the configuration (the TOML file or the `REVERB_APP_*` environment).
+//! The apps being served, whatever their source: the file (replaced on SIGHUP) or a database
+//! (replaced on every refresh).
 //!
 //! The set is an immutable snapshot swapped in whole: a lookup is an atomic load and a hash
-//! lookup, never a lock. [`StaticApps::replace`] installs a new set and announces the difference,
-//! which is what a reload (or any other source of apps) builds on.
+//! lookup, never a lock. [`LiveApps::replace`] installs a new set and announces the difference,
+//! and keeps a rotated-out secret beside the new one for the configured grace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::{App, AppChange, AppStore};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, PreviousSecret};
 
 /// Changes buffered for a slow listener before it is told it lagged.
 const CHANGE_BUFFER: usize = 1024;
@@ -34,22 +36,41 @@ impl Snapshot {
     }
 }
 
-pub struct StaticApps {
+pub struct LiveApps {
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<AppChange>,
+    secret_grace: Duration,
 }
 
-impl StaticApps {
-    pub fn new(apps: &[AppConfig]) -> Arc<StaticApps> {
+impl LiveApps {
+    /// A store with no secret grace, for tests.
+    #[cfg(test)]
+    pub fn new(apps: &[AppConfig]) -> Arc<LiveApps> {
+        LiveApps::with_secret_grace(apps, Duration::ZERO)
+    }
+
+    /// A store that, when an app's secret changes, keeps accepting the old one for `grace`.
+    pub fn with_secret_grace(apps: &[AppConfig], grace: Duration) -> Arc<LiveApps> {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
-        Arc::new(StaticApps { snapshot: ArcSwap::from_pointee(Snapshot::new(apps)), changes })
+        Arc::new(LiveApps { snapshot: ArcSwap::from_pointee(Snapshot::new(apps)), changes, secret_grace: grace })
     }
 
     /// Serves `apps` from now on and announces what differs: apps added or whose configuration
     /// changed, and apps removed. Unchanged apps keep their `Arc` (and so their state).
     pub fn replace(&self, apps: &[AppConfig]) {
         let old = self.snapshot.load_full();
-        let mut next = Snapshot::new(apps);
+        let now = Instant::now();
+        let apps: Vec<AppConfig> = apps
+            .iter()
+            .map(|app| {
+                let mut app = app.clone();
+                if let Some(previous) = old.by_id.get(&app.id) {
+                    app.previous_secret = self.carried_secret(previous, &app.secret, now);
+                }
+                app
+            })
+            .collect();
+        let mut next = Snapshot::new(&apps);
         let mut changes = Vec::new();
         for app in next.ordered.iter_mut() {
             match old.by_id.get(&app.id) {
@@ -70,7 +91,20 @@ impl StaticApps {
     }
 }
 
-impl AppStore for StaticApps {
+impl LiveApps {
+    /// What a new configuration of `served` keeps of its old secrets: after a rotation, the
+    /// secret being replaced (for the grace); without one, whatever `served` already kept, so an
+    /// unchanged app compares equal and keeps its `Arc`.
+    fn carried_secret(&self, served: &AppConfig, secret: &str, now: Instant) -> Option<PreviousSecret> {
+        if served.secret == secret {
+            return served.previous_secret.clone();
+        }
+        (!self.secret_grace.is_zero())
+            .then(|| PreviousSecret { secret: served.secret.clone(), until: now + self.secret_grace })
+    }
+}
+
+impl AppStore for LiveApps {
     fn by_key(&self, key: &str) -> Option<App> {
         self.snapshot.load().by_key.get(key).cloned()
     }
@@ -94,7 +128,7 @@ mod tests {
 
     #[test]
     fn looks_up_by_key_and_id_and_announces_differences() {
-        let store = StaticApps::new(&[AppConfig::new("1", "k1", "s1"), AppConfig::new("2", "k2", "s2")]);
+        let store = LiveApps::new(&[AppConfig::new("1", "k1", "s1"), AppConfig::new("2", "k2", "s2")]);
         assert_eq!(store.by_key("k1").map(|a| a.id.clone()).as_deref(), Some("1"));
         assert_eq!(store.by_id("2").map(|a| a.key.clone()).as_deref(), Some("k2"));
         assert!(store.by_key("1").is_none() && store.by_id("k1").is_none());
@@ -125,5 +159,25 @@ mod tests {
         removed.sort();
         assert_eq!(removed, ["1", "2"]);
         assert!(store.by_key("k1").is_none());
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_for_the_grace_only() {
+        let secrets = |store: &LiveApps| -> Vec<String> {
+            store.by_id("1").unwrap().accepted_secrets().map(str::to_owned).collect()
+        };
+        let store = LiveApps::with_secret_grace(&[AppConfig::new("1", "k", "old")], Duration::from_millis(200));
+        store.replace(&[AppConfig::new("1", "k", "new")]);
+        assert_eq!(secrets(&store), ["new", "old"]);
+        let kept = store.by_id("1").unwrap();
+        store.replace(&[AppConfig::new("1", "k", "new")]);
+        assert!(Arc::ptr_eq(&kept, &store.by_id("1").unwrap()), "a refresh with no change keeps the app");
+        assert_eq!(secrets(&store), ["new", "old"], "and its grace");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(secrets(&store), ["new"], "the old secret is refused after the grace");
+
+        let strict = LiveApps::new(&[AppConfig::new("1", "k", "old")]);
+        strict.replace(&[AppConfig::new("1", "k", "new")]);
+        assert_eq!(secrets(&strict), ["new"], "no grace configured: refused at once");
     }
 }
