@@ -202,6 +202,23 @@ pub struct AppConfig {
     /// fills or the member rejoins meanwhile (a page reload); 0 sends them at once.
     #[serde(default = "defaults::webhook_delay_ms")]
     pub webhook_delay_ms: u64,
+    /// Channels that keep a history clients can resume from (`[[apps.history]]`); the first rule
+    /// whose pattern matches a channel is its rule, and a channel no rule matches keeps none.
+    #[serde(default)]
+    pub history: Vec<HistoryRule>,
+}
+
+/// One `[[apps.history]]` rule: channels matching `channels` keep their last `size` events, each
+/// for `ttl_s` seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// A channel name in which `*` stands for any run of characters (`chat-*`, `*`, `orders`).
+    pub channels: String,
+    #[serde(default = "defaults::history_size")]
+    pub size: usize,
+    #[serde(default = "defaults::history_ttl_s")]
+    pub ttl_s: u64,
 }
 
 impl AppConfig {
@@ -230,6 +247,7 @@ impl AppConfig {
             plain_query_token: false,
             webhook_batch_ms: defaults::webhook_batch_ms(),
             webhook_delay_ms: defaults::webhook_delay_ms(),
+            history: Vec::new(),
         }
     }
 }
@@ -370,6 +388,12 @@ mod defaults {
     }
     pub fn webhook_delay_ms() -> u64 {
         3000
+    }
+    pub fn history_size() -> usize {
+        100
+    }
+    pub fn history_ttl_s() -> u64 {
+        3600
     }
     pub fn yes() -> bool {
         true

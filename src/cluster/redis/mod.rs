@@ -135,7 +135,7 @@ pub async fn start(
         info!("Redis subscription ready");
     }
     tokio::spawn(state.clone().heartbeat_loop());
-    Ok(Cluster { broker, state })
+    Ok(Cluster { broker, state, history: Arc::new(crate::cluster::MemoryHistory::new()) })
 }
 
 /// URLs for logs, without credentials.
