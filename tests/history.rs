@@ -441,3 +441,114 @@ fn bad_history_rules_are_refused_at_start_up() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+/// Two nodes on one real Redis (the same key prefix), with the history rules.
+async fn two_nodes(redis: &Redis) -> (TestServer, TestServer) {
+    let prefix = format!("herald-history-{}", rand::random::<u32>());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let port = unused_port();
+        let config = format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}\"\nchannel = \"{prefix}\"\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{RULES}",
+            redis.port
+        );
+        nodes.push(TestServer::start_with_config(port, &config, &[]).await);
+    }
+    let b = nodes.pop().unwrap();
+    (nodes.pop().unwrap(), b)
+}
+
+#[tokio::test]
+async fn across_two_nodes_a_stream_cut_on_node_a_resumes_on_node_b() {
+    let redis = Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let mut first = SseClient::open(a.port, "chat-x", None, "u1").await;
+    first.until("herald:position").await;
+    for n in 0..10 {
+        assert_eq!(b.trigger("chat-x", "n", &n.to_string()).await, 200);
+    }
+    let mut before = Vec::new();
+    while numbers(&before, "chat-x").len() < 10 {
+        before.push(first.event().await.expect("events published on node B reach node A"));
+    }
+    // The same positions on both nodes: node B's history lists what node A's stream was given.
+    let (_, listed) = history(&b, "chat-x", &[]).await;
+    assert_eq!(format!("chat-x:{}", positions(&listed)[9]), first.last_id);
+    let path = format!("/apps/{APP_ID}/users/u1/terminate_connections");
+    assert_eq!(a.api("POST", &path, "{}", &[]).await.0, 200);
+    while first.event().await.is_some() {}
+    for n in 10..50 {
+        assert_eq!(a.trigger("chat-x", "n", &n.to_string()).await, 200);
+    }
+    let mut second = SseClient::open(b.port, "chat-x", Some(&first.last_id), "u2").await;
+    let mut after = Vec::new();
+    while numbers(&after, "chat-x").len() < 40 {
+        after.push(second.event().await.expect("the missed events, on node B"));
+    }
+    let mut all = numbers(&before, "chat-x");
+    all.extend(numbers(&after, "chat-x"));
+    assert_eq!(all, (0..50).collect::<Vec<u64>>());
+    b.trigger("chat-x", "n", "50").await;
+    assert_eq!(numbers(&second.until("n").await, "chat-x"), [50], "then live, once");
+
+    // The plain endpoint, the same way: away from node A, back on node B with ?since=.
+    let mut p = plain(a.port, "hall", "").await.unwrap();
+    plain_until(&mut p, "herald:position").await;
+    a.trigger("private-room-hall", "n", "0").await;
+    let last = plain_until(&mut p, "n").await.pop().unwrap()["position"].as_str().unwrap().to_owned();
+    drop(p);
+    for n in 1..6 {
+        a.trigger("private-room-hall", "n", &n.to_string()).await;
+    }
+    let mut q = plain(b.port, "hall", &format!("?since={last}")).await.unwrap();
+    plain_until(&mut q, "herald:position").await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.extend(plain_numbers(&[q.next_text(Duration::from_secs(10)).await.unwrap()]));
+    }
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_history_but_never_corrupts_or_reorders_it() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let (a, b) = two_nodes(&redis).await;
+    for n in 0..10 {
+        a.trigger("chat-r", "n", &n.to_string()).await;
+    }
+    let (_, before) = history(&b, "chat-r", &[]).await;
+    assert_eq!(datas(&before).len(), 10);
+    let old = positions(&before)[9].clone();
+    drop(redis);
+    let _redis = Redis::start_on(port);
+    // Back once both nodes answer cluster questions again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = a.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+        let (status_b, _) = b.api("GET", &format!("/apps/{APP_ID}/channels"), "", &[]).await;
+        if status == 200 && status_b == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the nodes did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 10..20 {
+        assert_eq!(a.trigger("chat-r", "n", &n.to_string()).await, 200);
+    }
+    let (_, after) = history(&b, "chat-r", &[]).await;
+    let kept = datas(&after);
+    // What is kept: only events published after the restart, complete and in order.
+    assert!(!kept.is_empty() && kept.len() <= 10, "{after}");
+    let expected: Vec<String> = (20 - kept.len()..20).map(|n| n.to_string()).collect();
+    assert_eq!(kept, expected, "a tail of what was published after the restart, in order");
+    let ps: Vec<herald::protocol::position::Position> =
+        positions(&after).iter().map(|p| herald::protocol::position::Position::parse(p).unwrap()).collect();
+    assert!(ps.windows(2).all(|w| w[0] < w[1]), "{ps:?}");
+    // A position from before the restart is reset, never answered with silence or the wrong events.
+    let (_, stale) = history(&b, "chat-r", &[("since", &old)]).await;
+    assert_eq!(stale["reset"], true, "{stale}");
+    let mut s = SseClient::open(b.port, "chat-r", Some(&format!("chat-r:{old}")), "u1").await;
+    s.until("herald:reset").await;
+}

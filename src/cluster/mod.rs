@@ -27,7 +27,6 @@ use async_trait::async_trait;
 use crate::protocol::presence::MemberData;
 use crate::protocol::{Channel, Frame, SocketId};
 
-pub use memory_history::MemoryHistory;
 pub use memory_presence::{Join, Member};
 
 /// Where the cluster keeps who is signed in (the watchlists' online users): a presence list no

@@ -486,9 +486,17 @@ impl Hub {
         if kind != BroadcastKind::Internal {
             if let Some(rule) = self.history_rule(app_id, &broadcast.channel.name) {
                 // Positioned before it fans out anywhere, so every node's subscribers see one id.
+                let cached = broadcast.channel.cache.then(|| (broadcast.channel.name.clone(), broadcast.frame.clone()));
                 match self.cluster.history.append(broadcast, &rule).await {
                     Appended::Deliver(positioned) => broadcast = positioned,
-                    Appended::Sent => return 0,
+                    // Delivered from the bus on every node, this one too; a cache channel's last
+                    // event is still kept for the nodes that start later.
+                    Appended::Sent => {
+                        if let Some((name, frame)) = cached {
+                            self.logged(self.cluster.state.cache_event(app_id, &name, &frame).await);
+                        }
+                        return 0;
+                    }
                 }
             }
         }

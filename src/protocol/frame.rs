@@ -81,6 +81,11 @@ impl Frame {
         Some(Self::with_history(text, Some(Box::new((channel.into(), position)))))
     }
 
+    /// `{}`: a placeholder body.
+    pub fn empty_object() -> Frame {
+        Self::from_string("{}".to_owned())
+    }
+
     /// `herald:position` or `herald:reset` for a history channel a client resumes: where the
     /// client is now in `channel` (the events after it follow), or that events it asked for are
     /// gone (it reloads; live events follow). Marked with that position, for an SSE stream's `id:`.
