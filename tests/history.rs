@@ -29,6 +29,20 @@ async fn history(server: &TestServer, channel: &str, query: &[(&str, &str)]) -> 
     server.api("GET", &format!("/apps/{APP_ID}/channels/{channel}/history"), "", query).await
 }
 
+/// The channel's history once its newest event's data is `last`: with Redis, a publish is
+/// answered before its batch reaches the stream (one round trip per batch, not per event).
+async fn settled(server: &TestServer, channel: &str, last: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = history(server, channel, &[("limit", "1000")]).await;
+        if status == 200 && datas(&body).last().map(String::as_str) == Some(last) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{channel} never ended with {last}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn positions(body: &Value) -> Vec<String> {
     body["events"].as_array().unwrap().iter().map(|e| e["position"].as_str().unwrap().to_owned()).collect()
 }
@@ -147,6 +161,7 @@ async fn the_http_api_lists_a_channels_history_with_positions_newest_last() {
         assert_eq!(server.trigger("chat-a", "n", &n.to_string()).await, 200);
     }
     assert_eq!(server.trigger("news", "n", "x").await, 200);
+    settled(&server, "chat-a", "4").await;
     let (status, all) = history(&server, "chat-a", &[]).await;
     assert_eq!(status, 200, "{all}");
     assert_eq!(datas(&all), ["0", "1", "2", "3", "4"]);
@@ -174,17 +189,17 @@ async fn the_http_api_lists_a_channels_history_with_positions_newest_last() {
 async fn size_and_ttl_bound_a_history_and_a_trimmed_position_resets() {
     let server = server().await;
     assert_eq!(server.trigger("tiny-a", "n", "0").await, 200);
-    let first = positions(&history(&server, "tiny-a", &[]).await.1)[0].clone();
+    let first = positions(&settled(&server, "tiny-a", "0").await)[0].clone();
     for n in 1..20 {
         server.trigger("tiny-a", "n", &n.to_string()).await;
     }
-    let (_, kept) = history(&server, "tiny-a", &[]).await;
+    let kept = settled(&server, "tiny-a", "19").await;
     assert_eq!(datas(&kept), ["15", "16", "17", "18", "19"], "size 5");
     let (_, trimmed) = history(&server, "tiny-a", &[("since", &first)]).await;
     assert_eq!(trimmed["reset"], true, "{trimmed}");
 
     server.trigger("brief-a", "n", "0").await;
-    let (_, before) = history(&server, "brief-a", &[]).await;
+    let before = settled(&server, "brief-a", "0").await;
     assert_eq!(datas(&before), ["0"]);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (_, after) = history(&server, "brief-a", &[]).await;
@@ -227,7 +242,7 @@ async fn memory_stays_flat_over_100000_events_to_a_history_channel() {
         rss.push(server.rss_kib());
         let _ = round;
     }
-    let (_, kept) = history(&server, "chat-flood", &[("limit", "1000")]).await;
+    let kept = settled(&server, "chat-flood", &format!("{:0>200}", 9)).await;
     assert_eq!(kept["events"].as_array().unwrap().len(), 100, "100,000 published, size 100 kept");
     // After the first 20,000 events the ring is full: what follows must not grow the process.
     let growth = rss[4] as i64 - rss[0] as i64;
@@ -290,10 +305,11 @@ async fn an_sse_client_cut_by_the_server_resumes_with_every_event_exactly_once()
 async fn an_sse_position_older_than_the_history_gets_herald_reset_then_live_events() {
     let server = server().await;
     server.trigger("tiny-b", "n", "0").await;
-    let old = format!("tiny-b:{}", positions(&history(&server, "tiny-b", &[]).await.1)[0]);
+    let old = format!("tiny-b:{}", positions(&settled(&server, "tiny-b", "0").await)[0]);
     for n in 1..10 {
         server.trigger("tiny-b", "n", &n.to_string()).await;
     }
+    settled(&server, "tiny-b", "9").await;
     let mut stream = SseClient::open(server.port, "tiny-b", Some(&old), "u1").await;
     let opened = stream.until("herald:reset").await;
     assert!(numbers(&opened, "tiny-b").is_empty(), "nothing replayed: {opened:?}");
@@ -517,7 +533,7 @@ async fn a_redis_restart_loses_history_but_never_corrupts_or_reorders_it() {
     for n in 0..10 {
         a.trigger("chat-r", "n", &n.to_string()).await;
     }
-    let (_, before) = history(&b, "chat-r", &[]).await;
+    let before = settled(&b, "chat-r", "9").await;
     assert_eq!(datas(&before).len(), 10);
     let old = positions(&before)[9].clone();
     drop(redis);
@@ -537,7 +553,7 @@ async fn a_redis_restart_loses_history_but_never_corrupts_or_reorders_it() {
     for n in 10..20 {
         assert_eq!(a.trigger("chat-r", "n", &n.to_string()).await, 200);
     }
-    let (_, after) = history(&b, "chat-r", &[]).await;
+    let after = settled(&b, "chat-r", "19").await;
     let kept = datas(&after);
     // What is kept: only events published after the restart, complete and in order.
     assert!(!kept.is_empty() && kept.len() <= 10, "{after}");
