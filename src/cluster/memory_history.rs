@@ -144,7 +144,10 @@ impl History for MemoryHistory {
         // Two positions: the floor of a ring made now, and this event's (a gap in `seq` is harmless).
         let floor_if_new = inner.next_position();
         let position = inner.next_position();
-        let app = inner.apps.entry(broadcast.app_id.clone()).or_default();
+        if !inner.apps.contains_key(&broadcast.app_id) {
+            inner.apps.insert(broadcast.app_id.clone(), AppHistory::default());
+        }
+        let Some(app) = inner.apps.get_mut(&broadcast.app_id) else { return Appended::Deliver(broadcast) };
         app.appends += 1;
         if app.appends % SWEEP_EVERY == 0 {
             let ttls = &inner.ttls;
@@ -154,6 +157,7 @@ impl History for MemoryHistory {
         }
         let over_cap = app.events >= MAX_EVENTS_PER_APP;
         let name = broadcast.channel.name.as_str();
+        let ring_is_new = !app.rings.contains_key(name);
         let Some(ring) = app.ring(name, || floor_if_new) else {
             warn!(app_id = %broadcast.app_id, "history not kept: {MAX_CHANNELS_PER_APP} channels already keep one");
             return Appended::Deliver(broadcast);
@@ -167,7 +171,9 @@ impl History for MemoryHistory {
         ring.events.push_back((frame.clone(), now));
         ring.touched = now;
         app.events = app.events + 1 - gone.min(app.events + 1);
-        inner.ttls.insert((broadcast.app_id.clone(), name.into()), ttl);
+        if ring_is_new {
+            inner.ttls.insert((broadcast.app_id.clone(), name.into()), ttl);
+        }
         Appended::Deliver(Broadcast { frame, ..broadcast })
     }
 

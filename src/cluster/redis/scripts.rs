@@ -93,6 +93,14 @@ return n
 pub fn history_publish() -> Script {
     Script::new(
         r#"
+-- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
+-- cheap look at the first entry skips the search while nothing has expired.
+local function expire(key, cutoff)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
@@ -107,8 +115,7 @@ while i <= #ARGV do
     local ttl = tonumber(ARGV[i + 3])
     if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, '*', 'm', '1') end
     local id = redis.call('XADD', key, 'MAXLEN', size + 1, '*', 'b', ARGV[i + 5])
-    local old = redis.call('XREVRANGE', key, '(' .. (now - ttl) .. '-0', '-', 'COUNT', 1)
-    if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+    expire(key, now - ttl)
     redis.call('PEXPIRE', key, ttl)
     out[#out + 1] = ARGV[i + 4] .. id .. '"}\n' .. ARGV[i + 5] .. ',"position":"' .. id .. '"}'
     i = i + 6
@@ -133,6 +140,14 @@ return #out
 pub fn history_read() -> Script {
     Script::new(
         r#"
+-- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
+-- cheap look at the first entry skips the search while nothing has expired.
+local function expire(key, cutoff)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
 if redis.call('EXISTS', key) == 0 then
@@ -141,8 +156,7 @@ if redis.call('EXISTS', key) == 0 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local old = redis.call('XREVRANGE', key, '(' .. (now - ttl) .. '-0', '-', 'COUNT', 1)
-if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+expire(key, now - ttl)
 local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1][1]
 local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
 local limit = tonumber(ARGV[2])
