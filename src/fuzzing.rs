@@ -352,6 +352,15 @@ pub fn sse_request(data: &[u8]) {
         assert!(verify_bearer(token, "another-secret").is_err() && verify_ticket(token, "another-secret").is_err());
         assert!(grant.user_id.as_deref() != Some(""));
     }
+    // The same peer text as a `Last-Event-ID` (and a plain `since`): what parses prints back to
+    // itself, so a resumed stream's next `id:` names the same positions.
+    for candidate in [names, token] {
+        let resume = crate::protocol::position::StreamPosition::parse(candidate);
+        assert_eq!(crate::protocol::position::StreamPosition::parse(&resume.to_string()), resume);
+        if let Some(p) = crate::protocol::position::Position::parse(candidate) {
+            assert_eq!(crate::protocol::position::Position::parse(&p.to_string()), Some(p));
+        }
+    }
     let channels: Vec<String> = names.split(',').map(str::to_owned).collect();
     let user_id = (!token.is_empty()).then_some(token);
     let request = TicketRequest { channels: &channels, user_id, user_info: None };

@@ -13,8 +13,10 @@
 //! over Redis pub/sub and Lua-kept hashes. A new backend is one folder beside `redis/` providing
 //! both traits and a `start` that returns a [`Cluster`].
 
+pub mod history;
 pub mod memory;
 mod memory_claims;
+mod memory_history;
 mod memory_presence;
 pub mod redis;
 
@@ -190,12 +192,17 @@ pub enum ClusterEvent {
 pub struct Cluster {
     pub broker: Arc<dyn Broker>,
     pub state: Arc<dyn ClusterState>,
+    pub history: Arc<dyn history::History>,
 }
 
 impl Cluster {
     /// One process, no peers.
     pub fn memory(local: Arc<dyn LocalNode>) -> Cluster {
-        Cluster { broker: Arc::new(memory::MemoryBroker), state: Arc::new(memory::MemoryState::new(local)) }
+        Cluster {
+            broker: Arc::new(memory::MemoryBroker),
+            state: Arc::new(memory::MemoryState::new(local)),
+            history: Arc::new(memory_history::MemoryHistory::new()),
+        }
     }
 
     /// Whether records reach the other nodes and the shared state can be trusted.

@@ -206,6 +206,10 @@ pub struct AppConfig {
     /// fills or the member rejoins meanwhile (a page reload); 0 sends them at once.
     #[serde(default = "defaults::webhook_delay_ms")]
     pub webhook_delay_ms: u64,
+    /// Channels that keep a history clients can resume from (`[[apps.history]]`); the first rule
+    /// whose pattern matches a channel is its rule, and a channel no rule matches keeps none.
+    #[serde(default)]
+    pub history: Vec<HistoryRule>,
     /// The secret this app had before its last rotation, while it is still accepted (see
     /// `[apps_store] secret_grace_seconds`); set by the store, never read from a file.
     #[serde(skip)]
@@ -217,6 +221,19 @@ pub struct AppConfig {
 pub struct PreviousSecret {
     pub secret: String,
     pub until: std::time::Instant,
+}
+
+/// One `[[apps.history]]` rule: channels matching `channels` keep their last `size` events, each
+/// for `ttl_s` seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// A channel name in which `*` stands for any run of characters (`chat-*`, `*`, `orders`).
+    pub channels: String,
+    #[serde(default = "defaults::history_size")]
+    pub size: usize,
+    #[serde(default = "defaults::history_ttl_s")]
+    pub ttl_s: u64,
 }
 
 impl AppConfig {
@@ -246,6 +263,7 @@ impl AppConfig {
             webhook_batch_ms: defaults::webhook_batch_ms(),
             webhook_delay_ms: defaults::webhook_delay_ms(),
             previous_secret: None,
+            history: Vec::new(),
         }
     }
 
@@ -394,6 +412,12 @@ mod defaults {
     }
     pub fn webhook_delay_ms() -> u64 {
         3000
+    }
+    pub fn history_size() -> usize {
+        100
+    }
+    pub fn history_ttl_s() -> u64 {
+        3600
     }
     pub fn yes() -> bool {
         true

@@ -5,6 +5,13 @@ use std::collections::HashSet;
 /// The largest `max_message_size` an app may set: a message is held whole before it is handled.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 16 << 20;
 
+/// Most events one history rule keeps per channel.
+pub const MAX_HISTORY_SIZE: usize = 10_000;
+/// Longest a history keeps an event: a week.
+pub const MAX_HISTORY_TTL_S: u64 = 7 * 24 * 3600;
+/// Most `[[apps.history]]` rules per app (each channel's rule is found by trying them in order).
+pub const MAX_HISTORY_RULES: usize = 32;
+
 /// The shortest `dashboard_password` accepted: it guards triggering events on every channel.
 pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 16;
 
@@ -151,6 +158,24 @@ impl AppConfig {
                     "{name}: unknown webhook event type {bad:?} (expected any of {})",
                     super::WEBHOOK_EVENT_TYPES.join(", ")
                 ));
+            }
+        }
+        if app.history.len() > MAX_HISTORY_RULES {
+            return Err(format!("{name}: at most {MAX_HISTORY_RULES} history rules"));
+        }
+        for rule in &app.history {
+            let pattern = &rule.channels;
+            let valid = |b: u8| b == b'*' || crate::protocol::channel::is_channel_char(b);
+            if pattern.is_empty() || pattern.len() > 200 || !pattern.bytes().all(valid) {
+                return Err(format!(
+                    "{name}: history channels {pattern:?} must be a channel name in which * stands for any characters"
+                ));
+            }
+            if !(1..=MAX_HISTORY_SIZE).contains(&rule.size) {
+                return Err(format!("{name}: history size for {pattern:?} must be 1 to {MAX_HISTORY_SIZE}"));
+            }
+            if !(1..=MAX_HISTORY_TTL_S).contains(&rule.ttl_s) {
+                return Err(format!("{name}: history ttl_s for {pattern:?} must be 1 to {MAX_HISTORY_TTL_S}"));
             }
         }
         if app.max_presence_members == 0 {

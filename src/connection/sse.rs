@@ -190,7 +190,7 @@ where
                 Outgoing::Frame(frame) => match rendered(frame) {
                     Some(event) => {
                         events.push(event);
-                        self.ids.push_next(&mut ids);
+                        self.ids.push_next(Some(frame), &mut ids);
                         id_ends.push(ids.len());
                     }
                     None => debug!(frame = frame.as_str(), "not sent: no SSE form"),
@@ -311,7 +311,7 @@ async fn goodbye<S: AsyncWrite + Unpin>(io: &mut S, exit: &Exit, ids: &mut Event
         if let (Exit::Pusher(code, message), false) = (exit, broken) {
             if let Some(event) = sse::render(Frame::error(*code, message).as_str()) {
                 let mut id = Vec::new();
-                ids.push_next(&mut id);
+                ids.push_next(None, &mut id);
                 let mut ignored = false;
                 if write_pieces(io, &[&event, &id], &mut ignored).await.is_err() {
                     return;

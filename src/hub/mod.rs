@@ -8,9 +8,11 @@
 
 mod counts;
 pub mod feed;
+pub mod history_rules;
 mod member_lock;
 pub mod outbound;
 pub mod registry;
+mod resume;
 mod watchlist;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +21,13 @@ use std::sync::Arc;
 use tracing::debug;
 
 use crate::apps::{App, AppChange, AppStore};
+use crate::cluster::history::{Appended, Replay};
 use crate::cluster::{
     Broadcast, BroadcastKind, Cluster, ClusterEvent, ClusterResult, Join, LocalNode, Record, ONLINE_USERS,
 };
-use crate::config::AppConfig;
+use crate::config::{AppConfig, HistoryRule};
 use crate::protocol::channel::user_of_channel;
+use crate::protocol::position::Position;
 use crate::protocol::presence::{presence_succeeded_json, removed_json, MemberData};
 use crate::protocol::{Channel, ChannelKind, ChannelName, Frame, SocketId};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -460,6 +464,24 @@ impl Hub {
         self.publish(app_id, channel, BroadcastKind::Event, frame, except).await
     }
 
+    /// The history rule of a channel, if its app keeps one for it.
+    pub fn history_rule(&self, app_id: &str, channel: &str) -> Option<HistoryRule> {
+        let app = self.apps.by_id(app_id)?;
+        history_rules::rule_for(&app, channel).cloned()
+    }
+
+    /// A history channel's events after `since` (the newest without one), as the cluster keeps them.
+    pub async fn history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        rule: &HistoryRule,
+        since: Option<Position>,
+        limit: usize,
+    ) -> ClusterResult<Replay> {
+        self.cluster.history.read(app_id, channel, rule, since, limit).await
+    }
+
     /// Publishes a ready frame on every node: this node's subscribers get it now, the others
     /// through the broker. Returns this node's deliveries.
     pub async fn publish(
@@ -470,7 +492,24 @@ impl Hub {
         frame: Frame,
         except: Option<SocketId>,
     ) -> usize {
-        let broadcast = Broadcast { app_id: app_id.to_owned(), channel, kind, frame, except };
+        let mut broadcast = Broadcast { app_id: app_id.to_owned(), channel, kind, frame, except };
+        if kind != BroadcastKind::Internal {
+            if let Some(rule) = self.history_rule(app_id, &broadcast.channel.name) {
+                // Positioned before it fans out anywhere, so every node's subscribers see one id.
+                let cached = broadcast.channel.cache.then(|| (broadcast.channel.name.clone(), broadcast.frame.clone()));
+                match self.cluster.history.append(broadcast, &rule).await {
+                    Appended::Deliver(positioned) => broadcast = positioned,
+                    // Delivered from the bus on every node, this one too; a cache channel's last
+                    // event is still kept for the nodes that start later.
+                    Appended::Sent => {
+                        if let Some((name, frame)) = cached {
+                            self.logged(self.cluster.state.cache_event(app_id, &name, &frame).await);
+                        }
+                        return 0;
+                    }
+                }
+            }
+        }
         if self.feed.enabled() {
             let shown = if kind == BroadcastKind::ClientEvent { "client_event" } else { "message" };
             let except = broadcast.except.map(|s| s.to_string());

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::protocol::position::Position;
 use crate::protocol::{Frame, SocketId};
 
 /// What a connection's writer is asked to do.
@@ -53,6 +54,10 @@ struct Queue {
     items: VecDeque<Outgoing>,
     /// Answers to the latest WebSocket pings, oldest first, written before anything queued.
     pongs: VecDeque<bytes::Bytes>,
+    /// History channels this connection resumed, each with the last position it was given: a
+    /// live event at or before it is one it already has (see [`Outbound::splice_replay`]).
+    /// A boxed slice: most connections never resume, and none costs a pointer, not a `Vec`.
+    floors: Option<Box<[(Box<str>, Position)]>>,
 }
 
 struct Shared {
@@ -145,7 +150,58 @@ impl Outbound {
 
     /// Queues a frame. Returns false when it was refused: the connection is gone or over its limit.
     pub fn push(&self, frame: Frame) -> bool {
+        if frame.history().is_some() && self.already_has(&frame) {
+            return true;
+        }
         self.push_counted(Outgoing::Frame(frame))
+    }
+
+    /// Whether a history event is at or before what this connection was replayed up to.
+    fn already_has(&self, frame: &Frame) -> bool {
+        let Some((channel, position)) = frame.history() else { return false };
+        let Ok(queue) = self.shared.queue.lock() else { return false };
+        queue.floors.as_ref().is_some_and(|f| f.iter().any(|(c, floor)| **c == *channel && position <= *floor))
+    }
+
+    /// Puts a resumed history channel's `replay` before its live events already queued (they
+    /// arrived while the history was read), drops those of them at or before `floor` (the last
+    /// position replayed) and refuses such later pushes too: replay then live, with no duplicate
+    /// and no gap. False, with nothing changed, when the replay does not fit the queue's limits.
+    pub fn splice_replay(&self, channel: &str, replay: Vec<Frame>, floor: Option<Position>) -> bool {
+        let Ok(mut queue) = self.shared.queue.lock() else { return false };
+        let of_channel = |item: &Outgoing| match item {
+            Outgoing::Frame(f) => f.history().filter(|(c, _)| *c == channel).map(|(_, p)| p),
+            _ => None,
+        };
+        let dropped: usize = match floor {
+            Some(floor) => queue.items.iter().filter(|i| of_channel(i).is_some_and(|p| p <= floor)).map(cost).sum(),
+            None => 0,
+        };
+        let added: usize = replay.iter().map(|f| ENTRY_COST + f.len()).sum();
+        let queued = self.shared.queued_bytes.load(Ordering::Acquire);
+        if queued + added - dropped.min(queued + added) > self.shared.limit
+            || queue.items.len() + replay.len() > MAX_QUEUED_ENTRIES
+        {
+            return false;
+        }
+        if let Some(floor) = floor {
+            queue.items.retain(|i| !of_channel(i).is_some_and(|p| p <= floor));
+            let mut floors = queue.floors.take().map(Vec::from).unwrap_or_default();
+            match floors.iter_mut().find(|(c, _)| **c == *channel) {
+                Some(entry) => entry.1 = floor,
+                None => floors.push((channel.into(), floor)),
+            }
+            queue.floors = Some(floors.into_boxed_slice());
+        }
+        let at = queue.items.iter().position(|i| of_channel(i).is_some()).unwrap_or(queue.items.len());
+        let live = queue.items.split_off(at);
+        queue.items.extend(replay.into_iter().map(Outgoing::Frame));
+        queue.items.extend(live);
+        self.shared.queued_bytes.fetch_add(added, Ordering::AcqRel);
+        self.shared.queued_bytes.fetch_sub(dropped, Ordering::AcqRel);
+        drop(queue);
+        self.shared.ready.notify_one();
+        true
     }
 
     /// Queues a binary message, counted against the same byte limit.
@@ -296,6 +352,33 @@ mod tests {
         rx.sent(&got);
         assert_eq!(rx.queued_bytes(), 0);
         assert!(!rx.backlogged());
+    }
+
+    #[tokio::test]
+    async fn a_replay_goes_before_the_channels_live_events_without_duplicates() {
+        let at = |n: u64| Frame::event("e", "h", &n.to_string()).at_position("h", Position { ms: n, seq: 0 });
+        let (out, mut rx) = Outbound::new(SocketId { node: 1, seq: 6 }, 1 << 20);
+        out.push(Frame::event("confirm", "h", ""));
+        out.push(at(3));
+        out.push(Frame::event("other", "o", ""));
+        out.push(at(4));
+        assert!(out.splice_replay("h", vec![at(2), at(3)], Some(Position { ms: 3, seq: 0 })));
+        assert!(out.push(at(3)), "a late duplicate is accepted and dropped");
+        out.push(at(5));
+        let mut got = Vec::new();
+        rx.recv_many(&mut got, 100).await;
+        rx.sent(&got);
+        let texts: Vec<String> = got
+            .iter()
+            .map(|o| match o {
+                Outgoing::Frame(f) => f.history().map_or_else(|| "-".to_owned(), |(_, p)| p.ms.to_string()),
+                _ => "?".into(),
+            })
+            .collect();
+        assert_eq!(texts, ["-", "-", "2", "3", "4", "5"], "the replay before the live events of its channel; 3 once");
+        assert_eq!(rx.queued_bytes(), 0, "every byte spliced or dropped is accounted");
+        let (small, _rx) = Outbound::new(SocketId { node: 1, seq: 7 }, 10);
+        assert!(!small.splice_replay("h", vec![at(1)], None), "a replay over the limit is refused");
     }
 
     #[tokio::test]

@@ -210,7 +210,7 @@ fn check_user_id(user: &str) -> Result<(), InvalidChannel> {
     Ok(())
 }
 
-fn is_channel_char(b: u8) -> bool {
+pub fn is_channel_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
 }
 

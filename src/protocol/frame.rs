@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::error::ErrorCode;
+use super::position::Position;
 use super::socket_id::SocketId;
 
 /// One ready-to-send text message. Always valid UTF-8 (it is only ever built from `String`s).
@@ -28,6 +29,8 @@ struct Shared {
     sse: OnceLock<Option<Bytes>>,
     /// The `a["..."]` line for `xhr_streaming` / `xhr_polling` sessions, made on first need.
     http_line: OnceLock<Bytes>,
+    /// The channel and position of an event kept in a history channel (`None` for every other).
+    history: Option<Box<(Box<str>, Position)>>,
 }
 
 impl PartialEq for Frame {
@@ -50,7 +53,59 @@ impl Frame {
     }
 
     fn new(text: Bytes) -> Self {
-        Frame(Arc::new(Shared { text, deflated: OnceLock::new(), sse: OnceLock::new(), http_line: OnceLock::new() }))
+        Self::with_history(text, None)
+    }
+
+    fn with_history(text: Bytes, history: Option<Box<(Box<str>, Position)>>) -> Self {
+        let (deflated, sse, http_line) = (OnceLock::new(), OnceLock::new(), OnceLock::new());
+        Frame(Arc::new(Shared { text, deflated, sse, http_line, history }))
+    }
+
+    /// This event as kept at `position` of `channel`'s history: the same message with a
+    /// `"position"` member added, so every kind of client sees where it is (pusher-js ignores
+    /// members it does not know). Built once per publish, before the fan-out.
+    pub fn at_position(&self, channel: &str, position: Position) -> Frame {
+        let text = self.as_str();
+        let body = text.strip_suffix('}').unwrap_or(text);
+        let mut out = String::with_capacity(text.len() + 36);
+        out.push_str(body);
+        out.push_str(r#","position":""#);
+        out.push_str(&position.to_string());
+        out.push_str("\"}");
+        Self::with_history(Bytes::from(out), Some(Box::new((channel.into(), position))))
+    }
+
+    /// A frame read back from the cluster's history (its text already has its `"position"`).
+    pub fn kept_at(text: Bytes, channel: &str, position: Position) -> Option<Frame> {
+        std::str::from_utf8(&text).ok()?;
+        Some(Self::with_history(text, Some(Box::new((channel.into(), position)))))
+    }
+
+    /// `{}`: a placeholder body.
+    pub fn empty_object() -> Frame {
+        Self::from_string("{}".to_owned())
+    }
+
+    /// `herald:position` or `herald:reset` for a history channel a client resumes: where the
+    /// client is now in `channel` (the events after it follow), or that events it asked for are
+    /// gone (it reloads; live events follow). Marked with that position, for an SSE stream's `id:`.
+    pub fn history_marker(reset: bool, channel: &str, position: Position) -> Frame {
+        let mut out = String::with_capacity(80 + channel.len());
+        out.push_str(if reset {
+            r#"{"event":"herald:reset","channel":"#
+        } else {
+            r#"{"event":"herald:position","channel":"#
+        });
+        push_json_string(&mut out, channel);
+        out.push_str(r#","data":{"position":""#);
+        out.push_str(&position.to_string());
+        out.push_str("\"}}");
+        Self::with_history(Bytes::from(out), Some(Box::new((channel.into(), position))))
+    }
+
+    /// The history channel and position this event has, if it was kept in a history.
+    pub fn history(&self) -> Option<(&str, Position)> {
+        self.0.history.as_deref().map(|(channel, position)| (&**channel, *position))
     }
 
     /// The frame compressed by `compress`, computed by the first caller and shared with every later

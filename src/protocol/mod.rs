@@ -11,6 +11,7 @@ pub mod http_fallback;
 pub mod message;
 pub mod origin;
 pub mod plain;
+pub mod position;
 pub mod presence;
 pub mod signature;
 pub mod socket_id;

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::frame::push_json_string;
+use super::position::StreamPosition;
 
 /// A comment line: proxies see traffic, `EventSource` ignores it.
 pub const HEARTBEAT: &[u8] = b": ping\n\n";
@@ -109,20 +110,31 @@ pub fn retry(millis: u64) -> String {
 
 /// The `id:` of each event on one stream.
 ///
-/// For now a number counting up from 1 on each stream, so a client can see that nothing was
-/// skipped between two events; it says nothing about a channel's history, and a reconnecting
-/// client's `Last-Event-ID` is not used to resume.
+/// On a stream with history channels, it is where the stream is in each of them (a
+/// [`StreamPosition`]: `name:ms-seq` per channel, space-separated), updated by every event that
+/// has a position; `EventSource` sends the last one back as `Last-Event-ID` when it reconnects,
+/// which is all a resume needs. On a stream without any, a number counting up from 1, so a client
+/// can see that nothing was skipped.
 #[derive(Debug, Default)]
 pub struct EventIds {
     last: u64,
+    positions: StreamPosition,
 }
 
 impl EventIds {
-    /// Appends the next event's `id:` line and the blank line that ends the event.
-    pub fn push_next(&mut self, out: &mut Vec<u8>) {
-        self.last += 1;
+    /// Appends the `id:` line of the next event (`frame`, when it is one) and the blank line
+    /// that ends it.
+    pub fn push_next(&mut self, frame: Option<&super::Frame>, out: &mut Vec<u8>) {
+        if let Some((channel, position)) = frame.and_then(super::Frame::history) {
+            self.positions.set(channel, position);
+        }
         out.extend_from_slice(b"id: ");
-        out.extend_from_slice(self.last.to_string().as_bytes());
+        if self.positions.is_empty() {
+            self.last += 1;
+            out.extend_from_slice(self.last.to_string().as_bytes());
+        } else {
+            out.extend_from_slice(self.positions.to_string().as_bytes());
+        }
         out.extend_from_slice(b"\n\n");
     }
 }
@@ -210,11 +222,28 @@ mod tests {
     fn ids_count_up_per_stream() {
         let (mut a, mut b) = (EventIds::default(), EventIds::default());
         let mut out = Vec::new();
-        a.push_next(&mut out);
-        a.push_next(&mut out);
-        b.push_next(&mut out);
+        a.push_next(None, &mut out);
+        a.push_next(Some(&Frame::event("e", "x", "1")), &mut out);
+        b.push_next(None, &mut out);
         assert_eq!(out, b"id: 1\n\nid: 2\n\nid: 1\n\n");
         assert!(render("not json").is_none());
         assert_eq!(retry(2500), "retry: 2500\n\n");
+    }
+
+    #[test]
+    fn ids_are_positions_once_a_history_channel_speaks() {
+        use crate::protocol::position::Position;
+        let mut ids = EventIds::default();
+        let mut out = Vec::new();
+        let at = |ms| Position { ms, seq: 0 };
+        ids.push_next(Some(&Frame::event("e", "chat-a", "1").at_position("chat-a", at(5))), &mut out);
+        ids.push_next(Some(&Frame::event("e", "news", "1")), &mut out);
+        ids.push_next(Some(&Frame::history_marker(false, "chat-b", at(3))), &mut out);
+        ids.push_next(Some(&Frame::event("e", "chat-a", "2").at_position("chat-a", at(9))), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "id: chat-a:5-0\n\nid: chat-a:5-0\n\nid: chat-a:5-0 chat-b:3-0\n\nid: chat-a:9-0 chat-b:3-0\n\n"
+        );
     }
 }

@@ -81,7 +81,7 @@ pub(super) struct Authorized {
 }
 
 impl Authorized {
-    fn param(&self, name: &str) -> Option<&str> {
+    pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 

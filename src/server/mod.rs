@@ -7,6 +7,7 @@
 mod api_limits;
 mod dashboard;
 mod demo;
+mod history_api;
 mod http_api;
 mod limits;
 mod plain;

@@ -21,6 +21,7 @@ use super::websocket::{accept, checked_origin, Endpoint};
 use super::AppState;
 use crate::connection::Limits;
 use crate::protocol::plain::room_channel;
+use crate::protocol::position::Position;
 use crate::protocol::signature::decode_query;
 use crate::protocol::token::{self, TokenError};
 use crate::session::PlainHandshake;
@@ -82,6 +83,19 @@ pub async fn upgrade(
     if checked_origin(request.headers(), &app.allowed_origins).is_err() {
         return refuse(StatusCode::FORBIDDEN, "Origin not allowed");
     }
+    // A reconnecting client's last position in a history room: what it missed is replayed first.
+    let since = match request.uri().query().and_then(|q| decode_query(q).into_iter().find(|(k, _)| k == "since")) {
+        Some((_, text)) if !text.is_empty() => match Position::parse(&text) {
+            Some(position) => Some(position),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "since must be a position this room's messages carried (ms-seq)",
+                )
+            }
+        },
+        _ => None,
+    };
     let token = match handshake_token(request.headers(), request.uri().query(), app.plain_query_token) {
         Ok(token) => token,
         Err((status, message)) => return refuse(status, message),
@@ -107,6 +121,6 @@ pub async fn upgrade(
     let subprotocol = offered_subprotocol.then(|| HeaderValue::from_static(SUBPROTOCOL));
     let limits = Limits { max_outbound_buffer: state.config.server.max_outbound_buffer };
     let max_message_size = app.max_message_size;
-    let handshake = PlainHandshake { app, room, channel, user_id };
+    let handshake = PlainHandshake { app, room, channel, user_id, since };
     accept(state, request, max_message_size, limits, Endpoint::Plain(handshake), subprotocol)
 }

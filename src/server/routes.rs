@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{http_api, plain, sse, sse_tickets, websocket, xhr, AppState};
+use super::{history_api, http_api, plain, sse, sse_tickets, websocket, xhr, AppState};
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/channels", get(http_api::channels))
         .route("/apps/{app_id}/channels/{channel}", get(http_api::channel))
         .route("/apps/{app_id}/channels/{channel}/users", get(http_api::users))
+        .route("/apps/{app_id}/channels/{channel}/history", get(history_api::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(http_api::terminate_connections))
         .route("/users/{user_id}/terminate_connections", post(http_api::terminate_connections_by_key))
         .route("/apps/{app_id}/connections", get(http_api::connections))

@@ -29,6 +29,7 @@ use super::websocket::{checked_origin, OpenSocket};
 use super::AppState;
 use crate::apps::App;
 use crate::connection::sse::{self as transport, SseSettings};
+use crate::protocol::position::StreamPosition;
 use crate::protocol::presence::MemberData;
 use crate::protocol::signature::decode_query;
 use crate::protocol::sse_auth::{self, AuthError, Grant, TICKET_TTL_SECS};
@@ -230,7 +231,15 @@ pub async fn stream(State(state): State<AppState>, Path(key): Path<String>, mut 
     let (verdict_tx, verdict) = oneshot::channel();
     // The session opens in a task of its own: a client that leaves while it opens (hyper then drops
     // this handler) cannot leave its subscriptions behind.
-    tokio::spawn(open(state, SseHandshake { app, channels, user }, socket, verdict_tx, head, permit));
+    // What the client last saw, which `EventSource` sends by itself when it reconnects.
+    let resume = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(StreamPosition::parse)
+        .unwrap_or_default();
+    let handshake = SseHandshake { app, channels, user, resume };
+    tokio::spawn(open(state, handshake, socket, verdict_tx, head, permit));
     match verdict.await {
         Ok(Ok(())) => {
             takeover.arm();

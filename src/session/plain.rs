@@ -18,6 +18,7 @@ use crate::apps::App;
 use crate::cluster::BroadcastKind;
 use crate::hub::{Hub, Outbound};
 use crate::protocol::plain::PlainMessage;
+use crate::protocol::position::Position;
 use crate::protocol::{Channel, Frame, SocketId};
 
 /// How long a plain client without a handshake token has to send `{"type":"auth","token":...}`.
@@ -31,6 +32,8 @@ pub struct PlainHandshake {
     pub channel: Channel,
     /// From the handshake's token; `None` means the first message must authenticate.
     pub user_id: Option<String>,
+    /// The position of the last message the client had (`?since=`), in a room with history.
+    pub since: Option<Position>,
 }
 
 pub struct PlainSession {
@@ -54,7 +57,7 @@ impl PlainSession {
         user_id: String,
         max_outbound_buffer: usize,
     ) -> Opened<PlainSession> {
-        let PlainHandshake { app, room, channel, .. } = handshake;
+        let PlainHandshake { app, room, channel, since, .. } = handshake;
         let socket_id = hub.next_socket_id();
         let (out, rx) = Outbound::new(socket_id, max_outbound_buffer);
         if !hub.connection_opened(&app, &out).await {
@@ -62,8 +65,12 @@ impl PlainSession {
         }
         crate::metrics::connection_opened(&app.id);
         let joined = Frame::plain_joined(&channel.name, &room, &user_id, &socket_id.to_string());
+        let from = hub.resume_from(&app.id, &channel.name, since).await;
         // The join confirmation is queued by the registry, under the room's lock.
         let joined = hub.subscribe_confirmed(&app, &channel.as_name(), &out, None, Some(joined)).await.is_ok();
+        if let (true, Some(from)) = (joined, from) {
+            hub.resume(&app.id, from, &out).await;
+        }
         Ok((PlainSession { hub, app, socket_id, out, channel, user_id, joined, limiter: None }, rx))
     }
 }

@@ -16,6 +16,7 @@ use super::{Exit, Liveness, Opened, Session};
 use crate::apps::App;
 use crate::hub::{Hub, Outbound, SubscribeError};
 use crate::protocol::channel::user_channel;
+use crate::protocol::position::StreamPosition;
 use crate::protocol::presence::MemberData;
 use crate::protocol::{Channel, ChannelKind, ErrorCode, SocketId};
 
@@ -29,6 +30,8 @@ pub struct SseHandshake {
     pub channels: Vec<Channel>,
     /// Who the token or ticket says the listener is (needed for presence channels).
     pub user: Option<MemberData>,
+    /// Where the client was in each history channel (its `Last-Event-ID`); empty for a new one.
+    pub resume: StreamPosition,
 }
 
 pub struct SseSession {
@@ -45,7 +48,7 @@ impl SseSession {
     /// (`subscription_succeeded`, the presence member list, a cached event) is the first thing
     /// queued. A refusal leaves nothing behind.
     pub async fn open(hub: Arc<Hub>, handshake: SseHandshake, max_outbound_buffer: usize) -> Opened<SseSession> {
-        let SseHandshake { app, channels, user } = handshake;
+        let SseHandshake { app, channels, user, resume } = handshake;
         let socket_id = hub.next_socket_id();
         let (out, rx) = Outbound::new(socket_id, max_outbound_buffer);
         if !hub.connection_opened(&app, &out).await {
@@ -57,8 +60,14 @@ impl SseSession {
         let mut session = SseSession { hub, app, socket_id, out, channels: Vec::with_capacity(channels.len()) };
         for channel in &channels {
             let member = if channel.kind == ChannelKind::Presence { user.as_ref() } else { None };
+            let from = session.hub.resume_from(&session.app.id, &channel.name, resume.get(&channel.name)).await;
             let refused = match session.hub.subscribe(&session.app, &channel.as_name(), &session.out, member).await {
-                Ok(_) => None,
+                Ok(_) => {
+                    if let Some(from) = from {
+                        session.hub.resume(&session.app.id, from, &session.out).await;
+                    }
+                    None
+                }
                 Err(SubscribeError::PresenceFull(_)) => Some(Exit::Policy("A presence channel is full")),
                 Err(SubscribeError::UnknownApp) => {
                     Some(Exit::Pusher(ErrorCode::AppNotFound, ErrorCode::AppNotFound.message().into()))

@@ -324,7 +324,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = unused_port();
+        Redis::start_on(unused_port())
+    }
+
+    /// A redis-server on `port` (a restart: the old one dropped first), empty: no persistence.
+    pub fn start_on(port: u16) -> Redis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())

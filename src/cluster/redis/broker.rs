@@ -27,7 +27,21 @@ const MAX_RECORDS_PER_PUBLISH: usize = 64;
 
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    outbox: mpsc::Sender<Vec<u8>>,
+    outbox: mpsc::Sender<Outgoing>,
+}
+
+/// What waits in the outbox: a ready record, or a history event still to be given its position.
+pub(super) enum Outgoing {
+    Record(Vec<u8>),
+    History(HistoryRecord),
+}
+
+/// A broadcast on a history channel, appended to its stream by the batch's script.
+pub(super) struct HistoryRecord {
+    pub broadcast: crate::cluster::Broadcast,
+    pub stream: String,
+    pub size: usize,
+    pub ttl_ms: u64,
 }
 
 impl RedisBroker {
@@ -39,7 +53,7 @@ impl RedisBroker {
     ) -> (Arc<RedisBroker>, oneshot::Receiver<()>) {
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(publish_loop(shared.clone(), outbox_rx));
+        tokio::spawn(publish_loop(shared.clone(), local.clone(), outbox_rx));
         tokio::spawn(subscribe_loop(shared.clone(), local, state, ready_tx));
         (Arc::new(RedisBroker { shared, outbox }), ready_rx)
     }
@@ -48,10 +62,7 @@ impl RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, record: Record) -> ClusterResult<()> {
-        self.outbox.send(bus::encode(self.shared.node, &record)).await.map_err(|_| {
-            warn!("the Redis publisher task has stopped: cross-node delivery is off");
-            ClusterError::Unavailable("the Redis publisher has stopped".into())
-        })
+        self.send(Outgoing::Record(bus::encode(self.shared.node, &record))).await
     }
 
     fn healthy(&self) -> bool {
@@ -59,14 +70,40 @@ impl Broker for RedisBroker {
     }
 }
 
-async fn publish_loop(shared: Arc<Shared>, mut outbox: mpsc::Receiver<Vec<u8>>) {
-    let mut records = Vec::new();
-    while outbox.recv_many(&mut records, MAX_RECORDS_PER_PUBLISH).await > 0 {
+impl RedisBroker {
+    async fn send(&self, item: Outgoing) -> ClusterResult<()> {
+        self.outbox.send(item).await.map_err(|_| {
+            warn!("the Redis publisher task has stopped: cross-node delivery is off");
+            ClusterError::Unavailable("the Redis publisher has stopped".into())
+        })
+    }
+
+    /// Queues a history channel's event: the batch's script gives it its position and publishes
+    /// it, and every node (this one too) delivers it from the bus.
+    /// False when the publisher task has stopped.
+    pub(super) async fn publish_history(&self, record: HistoryRecord) -> bool {
+        self.outbox.send(Outgoing::History(record)).await.is_ok()
+    }
+}
+
+async fn publish_loop(shared: Arc<Shared>, local: Arc<dyn LocalNode>, mut outbox: mpsc::Receiver<Outgoing>) {
+    let mut items = Vec::new();
+    while outbox.recv_many(&mut items, MAX_RECORDS_PER_PUBLISH).await > 0 {
+        if items.iter().any(|i| matches!(i, Outgoing::History(_))) {
+            super::history::publish_batch(&shared, local.as_ref(), std::mem::take(&mut items)).await;
+            continue;
+        }
+        let mut records: Vec<Vec<u8>> = items
+            .drain(..)
+            .filter_map(|i| match i {
+                Outgoing::Record(r) => Some(r),
+                Outgoing::History(_) => None,
+            })
+            .collect();
         let payload = match records.len() {
             1 => records.pop().unwrap_or_default(),
             _ => bus::encode_many(&records),
         };
-        records.clear();
         let cmd = redis::cmd("PUBLISH").arg(shared.keys.bus()).arg(payload).clone();
         if let Err(e) = shared.commands.query::<i64>(&cmd).await {
             shared.failed("publish", &e);
@@ -129,7 +166,10 @@ fn on_message(shared: &Shared, local: &dyn LocalNode, payload: &[u8]) {
             debug!("ignored a malformed record on the Redis channel");
             continue;
         };
-        if from == shared.node {
+        // This node's own records were delivered here already, except history events, which
+        // only the bus gives their position.
+        let positioned = matches!(&record, Record::Broadcast(b) if b.frame.history().is_some());
+        if from == shared.node && !positioned {
             continue;
         }
         match record {

@@ -14,6 +14,7 @@
 //! | `e` | broadcast kind: `e` event, `i` internal, `c` client event; absent means `e` | `b`, optional |
 //! | `x` | socket id (`node.seq`) that must not receive the broadcast | `b`, optional |
 //! | `u` | user id whose connections close | `t` |
+//! | `p` | the history position (Redis Stream id) of a broadcast on a history channel; its frame already carries it, and every node, the publishing one too, delivers it from the bus | `b`, optional; last |
 //!
 //! A **message** on the channel is either one record (it starts with `{`), or several: the byte
 //! `M`, then each record as a 4-byte big-endian length and its bytes ([`encode_many`]). A batch of
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Broadcast, BroadcastKind, Record};
+use crate::protocol::position::Position;
 use crate::protocol::{Channel, Frame, SocketId};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -39,6 +41,8 @@ struct Header {
     x: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
 }
 
 fn kind_code(kind: BroadcastKind) -> Option<String> {
@@ -71,11 +75,21 @@ pub fn encode(node: u32, record: &Record) -> Vec<u8> {
                 e: kind_code(b.kind),
                 x: b.except.map(|s| s.to_string()),
                 u: None,
+                p: None,
             },
             b.frame.bytes(),
         ),
         Record::Terminate { app_id, user_id } => (
-            Header { n: node, k: "t".into(), a: app_id.clone(), c: None, e: None, x: None, u: Some(user_id.clone()) },
+            Header {
+                n: node,
+                k: "t".into(),
+                a: app_id.clone(),
+                c: None,
+                e: None,
+                x: None,
+                u: Some(user_id.clone()),
+                p: None,
+            },
             b"",
         ),
     };
@@ -83,6 +97,19 @@ pub fn encode(node: u32, record: &Record) -> Vec<u8> {
     out.push(b'\n');
     out.extend_from_slice(body);
     out
+}
+
+/// A history broadcast's record in two heads, for the script that learns its position: the
+/// header up to its `p` value (`..,"p":"`), and the frame without its closing brace. The script
+/// writes `head + id + "\"}\n" + frame + ",\"position\":\"" + id + "\"}"`.
+pub fn encode_history_heads(node: u32, broadcast: &Broadcast) -> (Vec<u8>, Vec<u8>) {
+    let mut head = encode(node, &Record::Broadcast(Broadcast { frame: Frame::empty_object(), ..broadcast.clone() }));
+    // `{header}\n{}`: the header without its closing brace, then the open `p`.
+    head.truncate(head.len().saturating_sub(4));
+    head.extend_from_slice(br#","p":""#);
+    let text = broadcast.frame.as_bytes();
+    let frame = text.strip_suffix(b"}").unwrap_or(text).to_vec();
+    (head, frame)
 }
 
 /// Marks a message of several records; a single record starts with its JSON header (`{`).
@@ -122,9 +149,15 @@ pub fn decode(payload: &[u8]) -> Option<(u32, Record)> {
     let record = match header.k.as_str() {
         "b" => Record::Broadcast(Broadcast {
             app_id: header.a,
-            channel: Channel::parse_from_peer(&header.c?).ok()?,
+            channel: Channel::parse_from_peer(header.c.as_deref()?).ok()?,
             kind: kind_of(header.e.as_deref())?,
-            frame: Frame::from_text_bytes(Bytes::copy_from_slice(&payload[split + 1..]))?,
+            frame: {
+                let text = Bytes::copy_from_slice(&payload[split + 1..]);
+                match &header.p {
+                    Some(p) => Frame::kept_at(text, header.c.as_deref()?, Position::parse(p)?)?,
+                    None => Frame::from_text_bytes(text)?,
+                }
+            },
             except: match header.x {
                 Some(x) => Some(x.parse::<SocketId>().ok()?),
                 None => None,
@@ -235,6 +268,24 @@ mod tests {
         bad.push(0xff);
         assert!(decode(&bad).is_none(), "a body that is not UTF-8 is refused");
         assert!(decode(b"garbage").is_none());
+    }
+
+    #[test]
+    fn field_p_is_the_history_position_and_the_frame_carries_it() {
+        let Record::Broadcast(b) = broadcast(BroadcastKind::Event, None) else { unreachable!() };
+        let (head, frame) = encode_history_heads(4, &b);
+        // What the publish script writes with the id Redis gave.
+        let mut record = head.clone();
+        record.extend_from_slice(b"17-2\"}\n");
+        record.extend_from_slice(&frame);
+        record.extend_from_slice(b",\"position\":\"17-2\"}");
+        let decoded = decoded_broadcast(&record);
+        assert_eq!(header_of(&record)["p"], "17-2");
+        assert_eq!(decoded.frame.history(), Some(("presence-room", Position { ms: 17, seq: 2 })));
+        assert_eq!(decoded.frame, b.frame.at_position("presence-room", Position { ms: 17, seq: 2 }));
+        assert_eq!(decoded.except, b.except);
+        record[head.len()] = b'x';
+        assert!(decode(&record).is_none(), "a position that is not one is refused");
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl Keys {
     }
 
     /// One node's connection count per app.
+    /// A history channel's Redis Stream. Every history stream of an app shares the `{app}` tag,
+    /// so one script can append a batch's events of that app on a Redis Cluster too.
+    pub fn history(&self, app_id: &str, channel: &str) -> String {
+        self.key(&format!("{{{app_id}}}:hist:{channel}"))
+    }
+
     pub fn connections(&self, node: u32) -> String {
         self.key(&format!("conns:{node}"))
     }

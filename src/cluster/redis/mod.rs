@@ -20,6 +20,7 @@ pub(crate) mod bus;
 mod claims;
 mod connection;
 mod counts;
+mod history;
 mod http_sessions;
 mod keys;
 mod nodes;
@@ -127,6 +128,7 @@ pub async fn start(
     });
     let state = state::RedisState::new(shared.clone(), local.clone(), apps);
     state.heartbeat().await;
+    let shared_for_history = shared.clone();
     let (broker, ready) = broker::RedisBroker::start(shared, local, state.clone());
     // Serve only once cross-node delivery works (bounded: a slow Redis is reported, not awaited forever).
     if tokio::time::timeout(Duration::from_secs(10), ready).await.is_err() {
@@ -135,7 +137,8 @@ pub async fn start(
         info!("Redis subscription ready");
     }
     tokio::spawn(state.clone().heartbeat_loop());
-    Ok(Cluster { broker, state })
+    let history = Arc::new(history::RedisHistory::new(shared_for_history, broker.clone()));
+    Ok(Cluster { broker, state, history })
 }
 
 /// URLs for logs, without credentials.

@@ -80,3 +80,100 @@ return n
 "#,
     )
 }
+
+/// Appends a batch's history events to their streams and publishes the whole batch as one
+/// message, each history record carrying the id its stream gave it: the one round trip of a batch.
+/// A stream begins with a marker entry (its floor) and keeps `size` events after its first entry
+/// (exact `MAXLEN`, so it is the same count as a single node's ring); entries older than the TTL
+/// are trimmed up to the newest of them, which stays as the floor.
+///
+/// KEYS: the batch's history streams. ARGV[1]: the bus channel; then per record either
+/// `r`, record bytes, or `h`, key index, size, TTL ms, header head (ends `"p":"`), frame head (the
+/// frame without its closing brace). Returns the number of records published.
+pub fn history_publish() -> Script {
+    Script::new(
+        r#"
+-- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
+-- cheap look at the first entry skips the search while nothing has expired.
+local function expire(key, cutoff)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local i = 2
+while i <= #ARGV do
+  if ARGV[i] == 'r' then
+    out[#out + 1] = ARGV[i + 1]
+    i = i + 2
+  else
+    local key = KEYS[tonumber(ARGV[i + 1])]
+    local size = tonumber(ARGV[i + 2])
+    local ttl = tonumber(ARGV[i + 3])
+    if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, '*', 'm', '1') end
+    local id = redis.call('XADD', key, 'MAXLEN', size + 1, '*', 'b', ARGV[i + 5])
+    expire(key, now - ttl)
+    redis.call('PEXPIRE', key, ttl)
+    out[#out + 1] = ARGV[i + 4] .. id .. '"}\n' .. ARGV[i + 5] .. ',"position":"' .. id .. '"}'
+    i = i + 6
+  end
+end
+if #out == 1 then
+  redis.call('PUBLISH', ARGV[1], out[1])
+else
+  local parts = {'M'}
+  for _, r in ipairs(out) do parts[#parts + 1] = struct.pack('>I4', #r) .. r end
+  redis.call('PUBLISH', ARGV[1], table.concat(parts))
+end
+return #out
+"#,
+    )
+}
+
+/// Reads a history stream (made with its marker when missing, so a reader has a floor to start
+/// from), after trimming what the TTL expired. KEYS[1]: the stream. ARGV: the position to read
+/// after (`''`: the newest), limit, TTL ms. Returns {first id, last id, id, frame head, ...},
+/// oldest first after a position, newest first without one; never the first entry (the floor).
+pub fn history_read() -> Script {
+    Script::new(
+        r#"
+-- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
+-- cheap look at the first entry skips the search while nothing has expired.
+local function expire(key, cutoff)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+end
+local key = KEYS[1]
+local ttl = tonumber(ARGV[3])
+if redis.call('EXISTS', key) == 0 then
+  redis.call('XADD', key, '*', 'm', '1')
+  redis.call('PEXPIRE', key, ttl)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+expire(key, now - ttl)
+local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1][1]
+local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
+local limit = tonumber(ARGV[2])
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XREVRANGE', key, '+', '(' .. first, 'COUNT', limit + 1)
+else
+  entries = redis.call('XRANGE', key, '(' .. ARGV[1], '+', 'COUNT', limit + 1)
+end
+local out = {first, last}
+for _, e in ipairs(entries) do
+  if e[2][1] == 'b' then
+    out[#out + 1] = e[1]
+    out[#out + 1] = e[2][2]
+  end
+end
+return out
+"#,
+    )
+}

@@ -41,9 +41,9 @@ process.on('exit', () => {
 /**
  * Starts Herald on a free port (`start [--debug] --config FILE`) and waits for GET /up.
  * options.debug (default true); options.server: extra `[server]` keys; options.port: a given port
- * (to start a server again where its clients will reconnect).
+ * (to start a server again where its clients will reconnect); options.extra: TOML text after the app table.
  */
-async function startHerald({ debug = true, server = {}, name = 'herald', port: givenPort } = {}) {
+async function startHerald({ debug = true, server = {}, name = 'herald', port: givenPort, extra = '' } = {}) {
   if (!fs.existsSync(HERALD_BIN)) {
     throw new Error(`Herald binary not found at ${HERALD_BIN} (build it, or set HERALD_BIN)`);
   }
@@ -54,6 +54,8 @@ async function startHerald({ debug = true, server = {}, name = 'herald', port: g
   let config = `[server]\nhost = ${tomlString(host)}\nport = ${port}\n`;
   for (const [k, v] of Object.entries(server)) config += `${k} = ${typeof v === 'string' ? tomlString(v) : v}\n`;
   config += `\n[[apps]]\nid = ${tomlString(APP.id)}\nkey = ${tomlString(APP.key)}\nsecret = ${tomlString(APP.secret)}\n`;
+  // Tables that follow the app's (`[[apps.history]]` rules, then `[scaling]`), as TOML text.
+  config += extra;
   fs.writeFileSync(configPath, config);
 
   // Herald reads Reverb's names from the environment, over the file: keep them out.

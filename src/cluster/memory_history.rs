@@ -1,0 +1,301 @@
+//! [`MemoryHistory`]: one node's history channels, each a ring of its last `size` events, each
+//! event kept `ttl_s` seconds.
+//!
+//! Positions are `ms-seq` like Redis Stream ids (this node's clock in milliseconds, a sequence
+//! within the millisecond, never going back), so they compare the same way in a single node and a
+//! cluster. A ring's floor starts at the position where it was made: a position from before (this
+//! node's previous life, whose memory is gone) is older than the floor, so its reader is told to
+//! reset rather than given silence.
+//!
+//! Memory is bounded three ways: `size` per channel, [`MAX_CHANNELS_PER_APP`] history channels and
+//! [`MAX_EVENTS_PER_APP`] events per app (past it, a channel gives up its own oldest event for each
+//! new one), and rings left empty for their TTL are dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tracing::warn;
+
+use super::history::{Appended, History, Replay};
+use super::{Broadcast, ClusterError, ClusterResult};
+use crate::config::HistoryRule;
+use crate::protocol::position::Position;
+use crate::protocol::Frame;
+
+/// Most channels of one app that keep a history at once.
+pub const MAX_CHANNELS_PER_APP: usize = 10_000;
+/// Most events kept over all of one app's history channels.
+pub const MAX_EVENTS_PER_APP: usize = 1_000_000;
+/// Appends between two sweeps of an app's idle rings.
+const SWEEP_EVERY: u64 = 4096;
+
+struct Ring {
+    /// The newest position this ring no longer has (or where it began).
+    floor: Position,
+    events: VecDeque<(Frame, Instant)>,
+    touched: Instant,
+}
+
+impl Ring {
+    fn head(&self) -> Position {
+        self.events.back().and_then(|(f, _)| f.history()).map_or(self.floor, |(_, p)| p)
+    }
+
+    /// Forgets the oldest event; returns whether there was one.
+    fn pop(&mut self) -> bool {
+        let Some((frame, _)) = self.events.pop_front() else { return false };
+        if let Some((_, position)) = frame.history() {
+            self.floor = position;
+        }
+        true
+    }
+
+    /// Forgets events older than `ttl`; returns how many.
+    fn expire(&mut self, ttl: Duration, now: Instant) -> usize {
+        let mut gone = 0;
+        while self.events.front().is_some_and(|(_, at)| now.duration_since(*at) >= ttl) {
+            self.pop();
+            gone += 1;
+        }
+        gone
+    }
+}
+
+#[derive(Default)]
+struct AppHistory {
+    rings: HashMap<Box<str>, Ring>,
+    events: usize,
+    appends: u64,
+}
+
+impl AppHistory {
+    /// The channel's ring, made now (its floor: `start`) if it has none; `None` at the cap.
+    fn ring(&mut self, channel: &str, start: impl FnOnce() -> Position) -> Option<&mut Ring> {
+        if !self.rings.contains_key(channel) {
+            if self.rings.len() >= MAX_CHANNELS_PER_APP {
+                return None;
+            }
+            let ring = Ring { floor: start(), events: VecDeque::new(), touched: Instant::now() };
+            self.rings.insert(channel.into(), ring);
+        }
+        self.rings.get_mut(channel)
+    }
+
+    /// Drops expired events everywhere, and rings that stayed empty for `ttl` (the longest rule's).
+    fn sweep(&mut self, ttl_of: impl Fn(&str) -> Duration, now: Instant) {
+        let mut gone = 0;
+        self.rings.retain(|name, ring| {
+            let ttl = ttl_of(name);
+            gone += ring.expire(ttl, now);
+            !ring.events.is_empty() || now.duration_since(ring.touched) < ttl
+        });
+        self.events -= gone.min(self.events);
+    }
+}
+
+/// The single-process history: every channel's ring in one map, behind one short lock.
+#[derive(Default)]
+pub struct MemoryHistory {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The last position handed out: the next is later, even if the clock steps back.
+    last: Position,
+    apps: HashMap<String, AppHistory>,
+    /// Each channel's TTL as last given, for the sweep.
+    ttls: HashMap<(String, Box<str>), Duration>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Inner {
+    fn next_position(&mut self) -> Position {
+        let ms = now_ms();
+        self.last = if ms > self.last.ms { Position { ms, seq: 0 } } else { self.last.next() };
+        self.last
+    }
+}
+
+impl MemoryHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events kept for `app_id`, over all its channels.
+    #[cfg(test)]
+    pub fn kept(&self, app_id: &str) -> usize {
+        self.inner.lock().map(|i| i.apps.get(app_id).map_or(0, |a| a.events)).unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl History for MemoryHistory {
+    async fn append(&self, broadcast: Broadcast, rule: &HistoryRule) -> Appended {
+        let Ok(mut inner) = self.inner.lock() else { return Appended::Deliver(broadcast) };
+        let inner = &mut *inner;
+        let now = Instant::now();
+        let ttl = Duration::from_secs(rule.ttl_s);
+        // Two positions: the floor of a ring made now, and this event's (a gap in `seq` is harmless).
+        let floor_if_new = inner.next_position();
+        let position = inner.next_position();
+        if !inner.apps.contains_key(&broadcast.app_id) {
+            inner.apps.insert(broadcast.app_id.clone(), AppHistory::default());
+        }
+        let Some(app) = inner.apps.get_mut(&broadcast.app_id) else { return Appended::Deliver(broadcast) };
+        app.appends += 1;
+        if app.appends % SWEEP_EVERY == 0 {
+            let ttls = &inner.ttls;
+            let app_id = &broadcast.app_id;
+            let ttl_of = |name: &str| ttls.get(&(app_id.clone(), name.into())).copied().unwrap_or(ttl);
+            app.sweep(ttl_of, now);
+        }
+        let over_cap = app.events >= MAX_EVENTS_PER_APP;
+        let name = broadcast.channel.name.as_str();
+        let ring_is_new = !app.rings.contains_key(name);
+        let Some(ring) = app.ring(name, || floor_if_new) else {
+            warn!(app_id = %broadcast.app_id, "history not kept: {MAX_CHANNELS_PER_APP} channels already keep one");
+            return Appended::Deliver(broadcast);
+        };
+        let mut gone = ring.expire(ttl, now);
+        while ring.events.len() >= rule.size || (over_cap && gone == 0 && !ring.events.is_empty()) {
+            ring.pop();
+            gone += 1;
+        }
+        let frame = broadcast.frame.at_position(name, position);
+        ring.events.push_back((frame.clone(), now));
+        ring.touched = now;
+        app.events = app.events + 1 - gone.min(app.events + 1);
+        if ring_is_new {
+            inner.ttls.insert((broadcast.app_id.clone(), name.into()), ttl);
+        }
+        Appended::Deliver(Broadcast { frame, ..broadcast })
+    }
+
+    async fn read(
+        &self,
+        app_id: &str,
+        channel: &str,
+        rule: &HistoryRule,
+        since: Option<Position>,
+        limit: usize,
+    ) -> ClusterResult<Replay> {
+        let mut inner = self.inner.lock().map_err(|_| ClusterError::Unavailable("history lock poisoned".into()))?;
+        let inner = &mut *inner;
+        let start = inner.next_position();
+        let app = inner.apps.entry(app_id.to_owned()).or_default();
+        let Some(ring) = app.ring(channel, || start) else {
+            return Err(ClusterError::Unavailable(format!("{MAX_CHANNELS_PER_APP} channels already keep a history")));
+        };
+        let gone = ring.expire(Duration::from_secs(rule.ttl_s), Instant::now());
+        let head = ring.head();
+        let reset = since.is_some_and(|p| p < ring.floor || p > head);
+        let events: Vec<&Frame> = match since {
+            Some(p) if !reset => {
+                ring.events.iter().map(|(f, _)| f).filter(|f| f.history().is_some_and(|(_, q)| q > p)).collect()
+            }
+            _ => {
+                let skip = ring.events.len().saturating_sub(limit);
+                ring.events.iter().skip(skip).map(|(f, _)| f).collect()
+            }
+        };
+        let more = events.len() > limit;
+        let replay = Replay { events: events.into_iter().take(limit).cloned().collect(), reset, head, more };
+        app.events -= gone.min(app.events);
+        Ok(replay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::BroadcastKind;
+    use crate::protocol::Channel;
+
+    fn rule(size: usize, ttl_s: u64) -> HistoryRule {
+        HistoryRule { channels: "*".into(), size, ttl_s }
+    }
+
+    fn event(n: usize) -> Broadcast {
+        Broadcast {
+            app_id: "1".into(),
+            channel: Channel::parse("chat-a").unwrap(),
+            kind: BroadcastKind::Event,
+            frame: Frame::event("e", "chat-a", &n.to_string()),
+            except: None,
+        }
+    }
+
+    async fn append(h: &MemoryHistory, n: usize, rule: &HistoryRule) -> Frame {
+        match h.append(event(n), rule).await {
+            Appended::Deliver(b) => b.frame,
+            Appended::Sent => panic!("memory delivers itself"),
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_increase_and_a_read_resumes_after_one() {
+        let h = MemoryHistory::new();
+        let r = rule(100, 60);
+        let start = h.read("1", "chat-a", &r, None, 0).await.unwrap().head;
+        let mut frames = Vec::new();
+        for n in 0..10 {
+            frames.push(append(&h, n, &r).await);
+        }
+        let positions: Vec<Position> = frames.iter().map(|f| f.history().unwrap().1).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        assert!(start < positions[0]);
+        assert!(
+            frames[0].as_str().ends_with(&format!(r#","position":"{}"}}"#, positions[0])),
+            "{}",
+            frames[0].as_str()
+        );
+        let all = h.read("1", "chat-a", &r, Some(start), 100).await.unwrap();
+        assert!(!all.reset);
+        assert_eq!(all.events, frames, "from where the channel began: everything");
+        let rest = h.read("1", "chat-a", &r, Some(positions[6]), 2).await.unwrap();
+        assert_eq!(rest.events, frames[7..9].to_vec());
+        assert!(rest.more && !rest.reset);
+        assert_eq!(rest.head, positions[9]);
+        let newest = h.read("1", "chat-a", &r, None, 3).await.unwrap();
+        assert_eq!(newest.events, frames[7..].to_vec(), "no position: the newest, oldest first");
+    }
+
+    #[tokio::test]
+    async fn size_bounds_a_ring_and_a_trimmed_position_resets() {
+        let h = MemoryHistory::new();
+        let r = rule(5, 60);
+        let first = append(&h, 0, &r).await.history().unwrap().1;
+        for n in 1..100_000 {
+            append(&h, n, &r).await;
+        }
+        assert_eq!(h.kept("1"), 5, "memory stays flat");
+        let read = h.read("1", "chat-a", &r, Some(first), 100).await.unwrap();
+        assert!(read.reset, "the event after it was trimmed");
+        let fresh = MemoryHistory::new();
+        let before_restart = fresh.read("1", "chat-a", &r, Some(first), 100).await.unwrap();
+        assert!(before_restart.reset, "a position from before this ring began");
+        let future = Position { ms: u64::MAX, seq: 0 };
+        assert!(h.read("1", "chat-a", &r, Some(future), 100).await.unwrap().reset, "a position never handed out");
+    }
+
+    #[tokio::test]
+    async fn ttl_forgets_old_events() {
+        let h = MemoryHistory::new();
+        let r = rule(100, 1);
+        let first = append(&h, 0, &r).await.history().unwrap().1;
+        let start = h.read("1", "chat-a", &r, None, 0).await.unwrap();
+        assert_eq!(start.head, first);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let read = h.read("1", "chat-a", &r, None, 100).await.unwrap();
+        assert!(read.events.is_empty());
+        assert_eq!(read.head, first, "the floor is the forgotten event: a reader that had it is complete");
+        assert!(!h.read("1", "chat-a", &r, Some(first), 10).await.unwrap().reset);
+        assert_eq!(h.kept("1"), 0);
+    }
+}
