@@ -57,8 +57,11 @@ struct Queue {
     /// History channels this connection resumed, each with the last position it was given: a
     /// live event at or before it is one it already has (see [`Outbound::splice_replay`]).
     /// A boxed slice: most connections never resume, and none costs a pointer, not a `Vec`.
-    floors: Option<Box<[(Box<str>, Position)]>>,
+    floors: Option<Floors>,
 }
+
+/// Each resumed channel with the last position the connection was given.
+type Floors = Box<[(Box<str>, Position)]>;
 
 struct Shared {
     socket_id: SocketId,
@@ -185,7 +188,7 @@ impl Outbound {
             return false;
         }
         if let Some(floor) = floor {
-            queue.items.retain(|i| !of_channel(i).is_some_and(|p| p <= floor));
+            queue.items.retain(|i| of_channel(i).is_none_or(|p| p > floor));
             let mut floors = queue.floors.take().map(Vec::from).unwrap_or_default();
             match floors.iter_mut().find(|(c, _)| **c == *channel) {
                 Some(entry) => entry.1 = floor,
