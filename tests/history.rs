@@ -458,18 +458,9 @@ fn bad_history_rules_are_refused_at_start_up() {
     }
 }
 
-/// Two nodes on one real Redis (the same key prefix), with the history rules.
+/// Two nodes on one real Redis, with the history rules.
 async fn two_nodes(redis: &Redis) -> (TestServer, TestServer) {
-    let prefix = format!("herald-history-{}", rand::random::<u32>());
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let port = unused_port();
-        let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}\"\nchannel = \"{prefix}\"\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{RULES}",
-            redis.port
-        );
-        nodes.push(TestServer::start_with_config(port, &config, &[]).await);
-    }
+    let mut nodes = redis.nodes(2, RULES).await;
     let b = nodes.pop().unwrap();
     (nodes.pop().unwrap(), b)
 }

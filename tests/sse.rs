@@ -576,16 +576,7 @@ async fn events_for_the_user_reach_its_stream_and_terminate_connections_ends_it(
 #[tokio::test]
 async fn a_ticket_issued_on_one_node_is_redeemed_once_on_any_node() {
     let redis = Redis::start();
-    let prefix = format!("herald-sse-{}", rand::random::<u32>());
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let port = unused_port();
-        let config = format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}\"\nchannel = \"{prefix}\"\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n",
-            redis.port
-        );
-        nodes.push(TestServer::start_with_config(port, &config, &[]).await);
-    }
+    let nodes = redis.nodes(2, "").await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let (status, body) = ticket(a, json!({"channels": ["private-orders"], "user_id": "7"})).await;
     assert_eq!(status, 200, "{body}");

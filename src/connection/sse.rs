@@ -11,17 +11,16 @@
 //! each write puts them beside this stream's `id:` lines in one vectored write.
 
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
+use crate::connection::raw::read_some;
 use crate::hub::{OutboundReceiver, Outgoing, OverflowSignal};
 use crate::protocol::sse::{self, EventIds};
 use crate::protocol::{ErrorCode, Frame};
@@ -239,21 +238,6 @@ where
 /// in the shared frame (a reference-count increment for every other one).
 fn rendered(frame: &Frame) -> Option<Bytes> {
     frame.sse(sse::render).cloned()
-}
-
-/// Reads what the client sends (nothing, normally) into a buffer that lives only during the poll,
-/// so an idle stream holds none: `Ok(0)` is the client leaving.
-async fn read_some<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut buf = [0u8; 512];
-        let mut read = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *io).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// Writes `pieces` in order: small batches joined into one buffer, large ones as vectored writes

@@ -323,6 +323,22 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// `n` nodes acting as one through this Redis (under a key prefix of their own, so other tests
+    /// sharing it are not seen), each serving the test app with `app_extra` lines.
+    pub async fn nodes(&self, n: usize, app_extra: &str) -> Vec<TestServer> {
+        let prefix = format!("herald-test-{}", rand::random::<u32>());
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let port = unused_port();
+            let config = format!(
+                "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[scaling]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}\"\nchannel = \"{prefix}\"\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n{app_extra}",
+                self.port
+            );
+            nodes.push(TestServer::start_with_config(port, &config, &[]).await);
+        }
+        nodes
+    }
+
     pub fn start() -> Redis {
         Redis::start_on(unused_port())
     }

@@ -16,6 +16,9 @@ pub const CHANNEL: &str = "herald_apps";
 /// Pause before listening again after the connection failed.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// A connection and its `LISTEN` that take longer are given up (a stalled database) and retried.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Wakes the refresher on every notification, and after every reconnection (notifications sent
 /// while the connection was down are lost, so the table is read again).
 pub async fn notifications(pool: PgPool, apps: Arc<DatabaseApps>, shutdown: CancellationToken) {
@@ -51,7 +54,10 @@ pub async fn notifications(pool: PgPool, apps: Arc<DatabaseApps>, shutdown: Canc
 }
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let listen = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(CONNECT_DEADLINE, listen).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }

@@ -81,6 +81,23 @@ return n
     )
 }
 
+/// The Lua function both history scripts trim a stream's expired entries with (a script cannot
+/// call another's functions, so each carries it).
+macro_rules! expire_stream {
+    () => {
+        r#"
+-- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
+-- cheap look at the first entry skips the search while nothing has expired.
+local function expire(key, cutoff)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
+end
+"#
+    };
+}
+
 /// Appends a batch's history events to their streams and publishes the whole batch as one
 /// message, each history record carrying the id its stream gave it: the one round trip of a batch.
 /// A stream begins with a marker entry (its floor) and keeps `size` events after its first entry
@@ -91,16 +108,9 @@ return n
 /// `r`, record bytes, or `h`, key index, size, TTL ms, header head (ends `"p":"`), frame head (the
 /// frame without its closing brace). Returns the number of records published.
 pub fn history_publish() -> Script {
-    Script::new(
+    Script::new(concat!(
+        expire_stream!(),
         r#"
--- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
--- cheap look at the first entry skips the search while nothing has expired.
-local function expire(key, cutoff)
-  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
-  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
-  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
-  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
@@ -129,8 +139,8 @@ else
   redis.call('PUBLISH', ARGV[1], table.concat(parts))
 end
 return #out
-"#,
-    )
+"#
+    ))
 }
 
 /// Reads a history stream (made with its marker when missing, so a reader has a floor to start
@@ -138,16 +148,9 @@ return #out
 /// after (`''`: the newest), limit, TTL ms. Returns {first id, last id, id, frame head, ...},
 /// oldest first after a position, newest first without one; never the first entry (the floor).
 pub fn history_read() -> Script {
-    Script::new(
+    Script::new(concat!(
+        expire_stream!(),
         r#"
--- Trims entries older than `cutoff` ms up to the newest of them, which stays as the floor; the
--- cheap look at the first entry skips the search while nothing has expired.
-local function expire(key, cutoff)
-  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
-  if first == nil or tonumber(string.match(first[1], '^(%d+)')) >= cutoff then return end
-  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
-  if #old > 0 then redis.call('XTRIM', key, 'MINID', old[1][1]) end
-end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
 if redis.call('EXISTS', key) == 0 then
@@ -174,6 +177,6 @@ for _, e in ipairs(entries) do
   end
 end
 return out
-"#,
-    )
+"#
+    ))
 }

@@ -8,16 +8,14 @@
 //! short-lived, or are the exception.
 
 use std::io;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::raw::RawStream;
+use crate::connection::raw::{read_some, RawStream};
 
 /// Lines a channelled response may have waiting for its client to read; then the driver stops
 /// taking from the session's queue, which fills and ends a client that does not read (4100).
@@ -197,21 +195,6 @@ impl Receiver {
             tokio::spawn(self.finish());
         }
     }
-}
-
-/// Reads what the client sends (nothing, normally) into a buffer that lives only during the poll,
-/// so an idle stream holds none: `Ok(0)` is the client leaving.
-async fn read_some<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut buf = [0u8; 512];
-        let mut read = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *io).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
 }
 
 #[cfg(test)]
