@@ -348,9 +348,12 @@ async fn cluster_questions_get_503_while_redis_is_down_and_200_once_it_is_back()
 async fn a_stalled_redis_is_noticed_and_clients_are_answered_within_their_deadlines() {
     let redis = Redis::start(unused_port(), &[]);
     let url = format!("redis://127.0.0.1:{}", redis.port);
-    let (a, _b) = pair(&url, "").await;
+    let (a, b) = pair(&url, "").await;
     let (mut open_before, open_id) = a.connect().await;
     join(&mut open_before, &open_id, "presence-room", "1").await;
+    let (mut elsewhere, elsewhere_id) = b.connect().await;
+    join(&mut elsewhere, &elsewhere_id, "presence-room", "3").await;
+    assert_eq!(data_of(&open_before.recv().await)["user_id"], "3");
 
     redis.signal("-STOP");
     // A ping on an open connection is answered at once: nothing on that path waits for Redis.
@@ -370,11 +373,32 @@ async fn a_stalled_redis_is_noticed_and_clients_are_answered_within_their_deadli
 
     redis.signal("-CONT");
     health_becomes(&a, "OK", 15).await;
-    // Both members are in Redis again (the newcomer's join was written when Redis came back).
+    // Every member is in Redis again (the newcomer's join was written when Redis came back).
     eventually(&a, &format!("/apps/{APP_ID}/channels/presence-room/users"), &[], |v| {
-        v == &json!({"users": [{"id": "1"}, {"id": "2"}]})
+        v == &json!({"users": [{"id": "1"}, {"id": "2"}, {"id": "3"}]})
     })
     .await;
+    // The newcomer was listed only itself: it is told of the members on both nodes, and the
+    // member on the other node hears of it, so every list is exact again.
+    assert_eq!(members_added(&mut newcomer, &["1", "3"]).await, ["1", "3"]);
+    assert_eq!(members_added(&mut elsewhere, &["2"]).await, ["2"]);
+}
+
+/// Reads `c`'s messages until a `member_added` has come for each of `want` (repeats are allowed:
+/// a list told again after an outage), within 15 s; the users heard of, sorted.
+async fn members_added(c: &mut Client, want: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut heard = std::collections::BTreeSet::new();
+    while !want.iter().all(|u| heard.contains(*u)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(message) = c.next_text(left).await else {
+            panic!("member_added for {want:?} never came; heard {heard:?}");
+        };
+        if message["event"] == "pusher_internal:member_added" {
+            heard.insert(data_of(&message)["user_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    heard.into_iter().collect()
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ pub mod registry;
 mod resume;
 mod watchlist;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::debug;
@@ -58,6 +58,10 @@ pub struct Hub {
     pub feed: feed::Feed,
     /// Orders one node's joins and leaves of the same presence member.
     member_locks: member_lock::MemberLocks,
+    /// Some presence subscriber here was given a list without the cluster (a join served locally,
+    /// a catch-up refused): every list is told again once the cluster is trusted, however the
+    /// outage ended and whichever order its events came in.
+    retell_owed: AtomicBool,
 }
 
 impl Hub {
@@ -84,6 +88,7 @@ impl Hub {
             next_seq: AtomicU64::new(1),
             feed: feed::Feed::new(record_feed),
             member_locks: member_lock::MemberLocks::default(),
+            retell_owed: AtomicBool::new(false),
         })
     }
 
@@ -151,7 +156,10 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => hub.announce_subscription_counts().await,
+                    _ = tick.tick() => {
+                        hub.announce_subscription_counts().await;
+                        hub.retell_members_if_owed().await;
+                    }
                 }
             }
         });
@@ -218,15 +226,15 @@ impl Hub {
                         Err(e) => {
                             debug!(error = %e, "presence join served locally");
                             announce = true;
+                            self.retell_owed.store(true, Ordering::Release);
                             vec![(member.user_id.clone(), member.user_info.clone())]
                         }
                     }
                 } else {
-                    self.cluster
-                        .state
-                        .members(&app.id, name)
-                        .await
-                        .unwrap_or_else(|_| vec![(member.user_id.clone(), member.user_info.clone())])
+                    self.cluster.state.members(&app.id, name).await.unwrap_or_else(|_| {
+                        self.retell_owed.store(true, Ordering::Release);
+                        vec![(member.user_id.clone(), member.user_info.clone())]
+                    })
                 };
                 listed = members.iter().map(|(id, _)| id.clone()).collect();
                 presence_succeeded_json(members.iter().map(|(id, info)| (id.as_str(), info.as_deref())))
@@ -278,7 +286,10 @@ impl Hub {
     /// and the moment it started receiving the channel's broadcasts (another node's join in that
     /// gap reached this node's subscribers, but not this one yet), so its list is exact.
     async fn catch_up_members(&self, app_id: &str, name: &str, out: &Outbound, listed: &[String]) {
-        let Ok(now) = self.cluster.state.members(app_id, name).await else { return };
+        let Ok(now) = self.cluster.state.members(app_id, name).await else {
+            self.retell_owed.store(true, Ordering::Release);
+            return;
+        };
         let listed: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
         let current: std::collections::HashSet<&str> = now.iter().map(|(id, _)| id.as_str()).collect();
         for (user_id, user_info) in &now {
@@ -414,26 +425,35 @@ impl Hub {
     /// joiner). Delivered here only: every node does this for its own clients. pusher-js treats a
     /// member it already has as an update, so the lists end up exact.
     async fn retell_members(&self) {
+        // Cleared first: a list served without the cluster while this runs owes another round.
+        self.retell_owed.store(false, Ordering::Release);
         for app_id in self.registry.app_ids() {
             for (name, _) in self.registry.channels(&app_id) {
                 let Ok(channel) = Channel::parse(&name) else { continue };
                 if channel.kind != ChannelKind::Presence {
                     continue;
                 }
-                let Ok(members) = self.cluster.state.members(&app_id, &name).await else { return };
-                for (user_id, user_info) in members {
-                    let json = MemberData { user_id, user_info }.added_json();
-                    let frame = Frame::internal("pusher_internal:member_added", Some(&name), &json);
-                    let broadcast = Broadcast {
-                        app_id: app_id.clone(),
-                        channel: channel.clone(),
-                        kind: BroadcastKind::Internal,
-                        frame,
-                        except: None,
-                    };
-                    self.registry.deliver(&broadcast);
-                }
+                let Ok(members) = self.cluster.state.members(&app_id, &name).await else {
+                    self.retell_owed.store(true, Ordering::Release);
+                    return;
+                };
+                let added: Vec<(String, Frame)> = members
+                    .into_iter()
+                    .map(|(user_id, user_info)| {
+                        let json = MemberData { user_id: user_id.clone(), user_info }.added_json();
+                        (user_id, Frame::internal("pusher_internal:member_added", Some(&name), &json))
+                    })
+                    .collect();
+                self.registry.retell_members(&app_id, &name, &added);
             }
+        }
+    }
+
+    /// The safety net under `Resynced`: a list served without the cluster after the last retell
+    /// (or a retell cut short) is told again on the first tick the cluster is trusted.
+    async fn retell_members_if_owed(&self) {
+        if self.retell_owed.load(Ordering::Acquire) && self.cluster.state.healthy() {
+            self.retell_members().await;
         }
     }
 

@@ -178,6 +178,22 @@ impl Registry {
         *sockets == 1
     }
 
+    /// Tells each presence subscriber of `channel` here about every member in `added` (user id,
+    /// its `member_added` frame) except itself, as Pusher never announces a member to itself.
+    pub fn retell_members(&self, app_id: &str, channel: &str, added: &[(String, Frame)]) -> usize {
+        let Some(app) = self.app(app_id) else { return 0 };
+        let Some(channel) = app.channels.get(channel) else { return 0 };
+        let mut told = 0;
+        for sub in channel.subscribers.values() {
+            for (user_id, frame) in added {
+                if sub.user_id.as_deref() != Some(user_id.as_str()) && sub.out.push(frame.clone()) {
+                    told += 1;
+                }
+            }
+        }
+        told
+    }
+
     /// How many of this node's sockets are in `channel` as `user_id`.
     pub fn local_user_sockets(&self, app_id: &str, channel: &str, user_id: &str) -> usize {
         let Some(app) = self.app(app_id) else { return 0 };

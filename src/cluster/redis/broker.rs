@@ -126,8 +126,11 @@ async fn subscribe_loop(
                 backoff = Duration::from_millis(100);
                 if connected_before {
                     info!("Redis is back: resuming cross-node delivery");
-                    let rewritten = state.resync().await;
-                    shared.health.commands_ok.store(rewritten, Ordering::Release);
+                    // Untrusted until rewritten (what was published meanwhile never arrived);
+                    // a failed rewrite is retried by the heartbeat.
+                    shared.health.commands_ok.store(false, Ordering::Release);
+                    shared.health.subscribed.store(true, Ordering::Release);
+                    state.resync().await;
                 }
                 connected_before = true;
                 shared.health.subscribed.store(true, Ordering::Release);

@@ -72,9 +72,7 @@ impl RedisState {
         }
         if beat.is_some() && !health.commands_ok.load(Ordering::Acquire) && health.subscribed.load(Ordering::Acquire) {
             info!("Redis answers again: rewriting this node's state");
-            if self.resync().await {
-                health.commands_ok.store(true, Ordering::Release);
-            }
+            self.resync().await;
         }
         if beat.is_some() {
             self.reap_dead_nodes().await;

@@ -14,7 +14,8 @@ use crate::cluster::{ClusterEvent, Join};
 use crate::protocol::presence::MemberData;
 
 impl RedisState {
-    /// Rewrites what this node contributes; true when every write went through.
+    /// Rewrites what this node contributes; true when every write went through, and then the
+    /// state is trusted again.
     pub(super) async fn resync(&self) -> bool {
         let keys = &self.shared.keys;
         let commands = &self.shared.commands;
@@ -55,6 +56,9 @@ impl RedisState {
             ok &= self.occupy_as(&app_id, &channel).await.is_ok();
         }
         if ok {
+            // Trusted again before anyone hears so: the hub's answer to `Resynced` asks Redis for
+            // every presence list, and a question to an untrusted state is refused.
+            self.shared.health.commands_ok.store(true, std::sync::atomic::Ordering::Release);
             let _ = self.events_tx.try_send(ClusterEvent::Resynced);
         }
         ok
