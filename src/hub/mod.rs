@@ -394,6 +394,7 @@ impl Hub {
 
     /// Announces what the cluster noticed by itself: a dead node's members and channels gone.
     async fn on_cluster_event(&self, event: ClusterEvent) {
+        debug!(?event, "cluster event");
         match event {
             ClusterEvent::MemberGone { app_id, channel, user_id } if channel == ONLINE_USERS => {
                 self.announce_watched(&app_id, &user_id, false).await;
@@ -444,7 +445,8 @@ impl Hub {
                         (user_id, Frame::internal("pusher_internal:member_added", Some(&name), &json))
                     })
                     .collect();
-                self.registry.retell_members(&app_id, &name, &added);
+                let told = self.registry.retell_members(&app_id, &name, &added);
+                debug!(app_id, channel = name, members = added.len(), told, "presence list told again");
             }
         }
     }

@@ -55,6 +55,7 @@ impl RedisState {
         for (app_id, channel) in occupied {
             ok &= self.occupy_as(&app_id, &channel).await.is_ok();
         }
+        tracing::debug!(ok, "this node's state rewritten");
         if ok {
             // Trusted again before anyone hears so: the hub's answer to `Resynced` asks Redis for
             // every presence list, and a question to an untrusted state is refused.
