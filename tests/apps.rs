@@ -150,3 +150,76 @@ fn config_check_validates_a_file_without_starting() {
     let (code, out) = check("[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h@127.0.0.1/db\"\n");
     assert_eq!(code, 0, "a database store needs no [[apps]]: {out}");
 }
+
+/// The status line's code of a GET `target` with `headers` (a WebSocket upgrade for `/ws/...`).
+async fn status_of(port: u16, target: &str, headers: &[(&str, String)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    if target.starts_with("/ws/") {
+        request.push_str(
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        );
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(1))), "no status line for {target}: {read:?}");
+        head.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&head).to_string();
+    line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("status line {line:?}"))
+}
+
+#[tokio::test]
+async fn a_rotated_secret_still_opens_the_plain_and_sse_endpoints_for_the_grace_only() {
+    use herald::protocol::sse_auth::{issue_bearer, issue_ticket, TicketRequest};
+    use herald::protocol::token::issue;
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let port = unused_port();
+    let file =
+        |secret: &str| format!("{}[apps_store]\nsecret_grace_seconds = 3\n", config(port, &[(APP_ID, KEY, secret)]));
+    let server = TestServer::start_with_config(port, &file("old"), &[]).await;
+    let channels = vec!["private-orders".to_owned()];
+    let request = TicketRequest { channels: &channels, user_id: None, user_info: None };
+    // Each way in, with a credential signed by `secret`: its status.
+    let statuses = |secret: &'static str| {
+        let ticket = issue_ticket(secret, &format!("{}", rand::random::<u64>()), now() + 60, &request);
+        async move {
+            let plain = issue(secret, "u", now() + 60, None);
+            let bearer = issue_bearer(secret, "u", now() + 60, &["private-orders"], None);
+            [
+                status_of(port, &format!("/ws/{KEY}/lobby"), &[("Authorization", format!("Bearer {plain}"))]).await,
+                status_of(
+                    port,
+                    &format!("/sse/{KEY}?channels=private-orders"),
+                    &[("Authorization", format!("Bearer {bearer}"))],
+                )
+                .await,
+                status_of(port, &format!("/sse/{KEY}?channels=private-orders&ticket={ticket}"), &[]).await,
+            ]
+        }
+    };
+    assert_eq!(statuses("old").await, [101, 200, 200]);
+    assert_eq!(statuses("forged").await, [401, 401, 401]);
+
+    server.rewrite_config(&file("new"));
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while statuses("new").await != [101, 200, 200] {
+        assert!(Instant::now() < deadline, "the new secret was never used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rotated = Instant::now();
+    assert_eq!(statuses("old").await, [101, 200, 200], "tokens and tickets of the old secret during the grace");
+    assert!(rotated.elapsed() < Duration::from_secs(3), "the grace check ran within the grace");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(rotated.elapsed()) + Duration::from_millis(700)).await;
+    assert_eq!(statuses("old").await, [401, 401, 401], "the old secret after the grace");
+    assert_eq!(statuses("new").await, [101, 200, 200]);
+}

@@ -274,6 +274,16 @@ impl AppConfig {
         let previous = self.previous_secret.as_ref().filter(|p| now < p.until).map(|p| p.secret.as_str());
         std::iter::once(self.secret.as_str()).chain(previous)
     }
+
+    /// The secrets a JWT (the plain endpoint's, an SSE bearer's) may be signed with now: the
+    /// app's own `jwt_secret` when it has one, else the accepted app secrets, so a rotation's
+    /// grace covers the tokens signed with the old secret too.
+    pub fn accepted_jwt_secrets(&self) -> Vec<&str> {
+        match &self.jwt_secret {
+            Some(secret) => vec![secret.as_str()],
+            None => self.accepted_secrets().collect(),
+        }
+    }
 }
 
 /// Who may send client events to a channel.

@@ -13,6 +13,26 @@ type HmacSha256 = Hmac<Sha256>;
 /// How far `auth_timestamp` may be from now before a request is refused as a replay.
 pub const MAX_TIMESTAMP_SKEW_SECS: i64 = 600;
 
+/// Checks a credential against each secret in turn (the current one first, then one still in its
+/// rotation grace): the first that verifies it wins. Otherwise the most telling refusal: one whose
+/// signature held but whose claims did not (expired, another room) over a bare `forged`. `None`
+/// when there is no secret at all.
+pub fn verify_with_any<'s, T, E>(
+    secrets: impl IntoIterator<Item = &'s str>,
+    check: impl Fn(&str) -> Result<T, E>,
+    forged: impl Fn(&E) -> bool,
+) -> Option<Result<T, E>> {
+    let mut refusal: Option<E> = None;
+    for secret in secrets {
+        match check(secret) {
+            Ok(verified) => return Some(Ok(verified)),
+            Err(e) if refusal.as_ref().is_none_or(|r| forged(r) && !forged(&e)) => refusal = Some(e),
+            Err(_) => {}
+        }
+    }
+    refusal.map(Err)
+}
+
 /// Lower-case hex HMAC-SHA256 of `message` keyed with `secret`.
 pub fn sign(secret: &str, message: &str) -> String {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
@@ -202,6 +222,29 @@ mod tests {
     const KEY: &str = "278d425bdf160c739803";
     const SECRET: &str = "7ad3773142a6692b25b8";
     const TS: i64 = 1353088179;
+
+    #[test]
+    fn the_first_secret_that_verifies_wins_else_the_most_telling_refusal() {
+        #[derive(Debug, PartialEq)]
+        enum Refused {
+            Forged,
+            Expired,
+        }
+        let check = |valid: &'static str, expired: bool| {
+            move |secret: &str| match (secret == valid, expired) {
+                (true, false) => Ok(secret.to_owned()),
+                (true, true) => Err(Refused::Expired),
+                (false, _) => Err(Refused::Forged),
+            }
+        };
+        let forged = |e: &Refused| *e == Refused::Forged;
+        assert_eq!(verify_with_any(["new", "old"], check("old", false), forged), Some(Ok("old".to_owned())));
+        assert_eq!(verify_with_any(["new", "old"], check("new", false), forged), Some(Ok("new".to_owned())));
+        assert_eq!(verify_with_any(["new", "old"], check("other", false), forged), Some(Err(Refused::Forged)));
+        // Signed with the old secret but expired: "expired" says more than "forged".
+        assert_eq!(verify_with_any(["new", "old"], check("old", true), forged), Some(Err(Refused::Expired)));
+        assert_eq!(verify_with_any([], check("old", false), forged), None);
+    }
 
     #[test]
     fn private_channel_vector() {

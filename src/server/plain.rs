@@ -23,6 +23,7 @@ use crate::connection::Limits;
 use crate::protocol::plain::room_channel;
 use crate::protocol::position::Position;
 use crate::protocol::signature::decode_query;
+use crate::protocol::signature::verify_with_any;
 use crate::protocol::token::{self, TokenError};
 use crate::session::PlainHandshake;
 
@@ -102,8 +103,12 @@ pub async fn upgrade(
     };
     let user_id = match token {
         Some(token) => {
-            let secret = app.jwt_secret.as_deref().unwrap_or(&app.secret);
-            match token::verify(&token, secret, &room) {
+            let verified = verify_with_any(
+                app.accepted_jwt_secrets(),
+                |secret| token::verify(&token, secret, &room),
+                |e| *e == TokenError::Invalid,
+            );
+            match verified.unwrap_or(Err(TokenError::Invalid)) {
                 Ok(claims) => Some(claims.sub),
                 Err(TokenError::Expired) => return refuse(StatusCode::UNAUTHORIZED, "Token expired"),
                 Err(TokenError::WrongRoom) => return refuse(StatusCode::FORBIDDEN, "Token not valid for this room"),

@@ -31,7 +31,7 @@ use crate::apps::App;
 use crate::connection::sse::{self as transport, SseSettings};
 use crate::protocol::position::StreamPosition;
 use crate::protocol::presence::MemberData;
-use crate::protocol::signature::decode_query;
+use crate::protocol::signature::{decode_query, verify_with_any};
 use crate::protocol::sse_auth::{self, AuthError, Grant, TICKET_TTL_SECS};
 use crate::protocol::{Channel, ChannelKind, ChannelName, ErrorCode};
 use crate::session::{Exit, SseHandshake, SseSession, MAX_SSE_CHANNELS};
@@ -119,13 +119,19 @@ fn credential<'a>(headers: &'a HeaderMap, query: &'a [(String, String)]) -> Resu
 }
 
 fn verified(app: &App, credential: Credential<'_>) -> Result<Grant, Refusal> {
+    let forged = |e: &AuthError| *e == AuthError::Invalid;
+    // A ticket is Herald's own, signed with the app secret; a bearer token is the app's.
     let (result, what) = match credential {
-        Credential::Bearer(token) => {
-            (sse_auth::verify_bearer(token, app.jwt_secret.as_deref().unwrap_or(&app.secret)), "Token")
-        }
-        Credential::Ticket(ticket) => (sse_auth::verify_ticket(ticket, &app.secret), "Ticket"),
+        Credential::Bearer(token) => (
+            verify_with_any(app.accepted_jwt_secrets(), |secret| sse_auth::verify_bearer(token, secret), forged),
+            "Token",
+        ),
+        Credential::Ticket(ticket) => (
+            verify_with_any(app.accepted_secrets(), |secret| sse_auth::verify_ticket(ticket, secret), forged),
+            "Ticket",
+        ),
     };
-    result.map_err(|e| match e {
+    result.unwrap_or(Err(AuthError::Invalid)).map_err(|e| match e {
         AuthError::Expired => no(StatusCode::UNAUTHORIZED, format!("{what} expired")),
         AuthError::Invalid => no(StatusCode::UNAUTHORIZED, format!("Invalid {}", what.to_lowercase())),
     })
