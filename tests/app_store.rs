@@ -341,3 +341,35 @@ async fn a_database_unreachable_at_start_up_serves_nothing_degraded_then_recover
     eventually("the app is served once the database is up", Duration::from_secs(20), || served(&server, "key-1")).await;
     assert_eq!(health(&server).await["health"], "OK");
 }
+
+/// With `max_apps = 2`, a third row makes the read fail: the two apps read before stay served,
+/// the third is not, `/up` says DEGRADED; with a row gone the table is read again.
+async fn a_table_over_max_apps_is_a_failed_read(driver: &str, url: &str, sql: &dyn Fn(&str), key: &str) {
+    sql(&format!("INSERT INTO apps (id, {key}, secret) VALUES ('1', 'key-1', 'secret-1'), ('2', 'key-2', 'secret-2')"));
+    let port = unused_port();
+    let extra = "refresh_interval_ms = 300\nmax_apps = 2";
+    let server = TestServer::start_with_config(port, &store_config(port, driver, url, extra), &[]).await;
+    assert!(served(&server, "key-1").await && served(&server, "key-2").await, "two rows fit");
+    assert_eq!(health(&server).await["health"], "OK");
+
+    sql(&format!("INSERT INTO apps (id, {key}, secret) VALUES ('3', 'key-3', 'secret-3')"));
+    eventually("/up says DEGRADED", SOON, || async { health(&server).await["health"] == "DEGRADED" }).await;
+    assert!(server.metric("herald_apps_store_failed_refreshes_total").await >= 1.0);
+    assert!(served(&server, "key-1").await && served(&server, "key-2").await, "the last good apps are kept");
+    assert_eq!(open(&server, "key-3").await.err(), Some(Some(4001)), "the row over the cap is not served");
+
+    sql("DELETE FROM apps WHERE id = '1'");
+    eventually("a table back under the cap is read", SOON, || served(&server, "key-3")).await;
+    assert_eq!(health(&server).await["health"], "OK");
+    assert_eq!(open(&server, "key-1").await.err(), Some(Some(4001)), "the deleted row is gone");
+}
+
+#[tokio::test]
+async fn a_table_with_more_rows_than_max_apps_is_refused_on_postgres_and_mariadb() {
+    let pg = Postgres::start();
+    pg.sql(HERALD_TABLE_PG);
+    a_table_over_max_apps_is_a_failed_read("postgres", &pg.url(), &|q| drop(pg.sql(q)), "key").await;
+    let db = Mariadb::start();
+    db.sql(HERALD_TABLE_MYSQL);
+    a_table_over_max_apps_is_a_failed_read("mysql", &db.url(), &|q| drop(db.sql(q)), "`key`").await;
+}

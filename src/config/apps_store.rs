@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// The default `refresh_interval_ms`: an app added to the database is served within this.
 pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 5_000;
+/// The default `max_apps`: at about 3 KB per served app, some 300 MB.
+pub const DEFAULT_MAX_APPS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -19,6 +21,9 @@ pub struct AppsStoreConfig {
     /// After a secret changes, signatures made with the previous one are still accepted this long,
     /// so that requests signed just before a rotation do not fail; 0 refuses them at once.
     pub secret_grace_seconds: u64,
+    /// Most rows a read of the table may bring: a bigger table is a failed read (the last good
+    /// apps keep being served), so a runaway table cannot take the server's memory.
+    pub max_apps: usize,
 }
 
 impl Default for AppsStoreConfig {
@@ -29,6 +34,7 @@ impl Default for AppsStoreConfig {
             table: "apps".into(),
             refresh_interval_ms: DEFAULT_REFRESH_INTERVAL_MS,
             secret_grace_seconds: 0,
+            max_apps: DEFAULT_MAX_APPS,
         }
     }
 }
@@ -90,6 +96,9 @@ impl AppsStoreConfig {
         if self.refresh_interval_ms < 100 {
             return Err("apps_store.refresh_interval_ms must be at least 100".into());
         }
+        if !(1..=10_000_000).contains(&self.max_apps) {
+            return Err("apps_store.max_apps must be 1 to 10000000".into());
+        }
         Ok(())
     }
 
@@ -140,6 +149,11 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("postgres://"));
         c.url = Some("postgres://u@127.0.0.1/db".into());
         assert!(c.validate().is_ok());
+        c.max_apps = 0;
+        assert!(c.validate().unwrap_err().contains("max_apps"));
+        c.max_apps = 10_000_001;
+        assert!(c.validate().unwrap_err().contains("max_apps"), "LIMIT max_apps + 1 must fit every database");
+        c.max_apps = DEFAULT_MAX_APPS;
         c.refresh_interval_ms = 10;
         assert!(c.validate().unwrap_err().contains("refresh_interval_ms"));
         let m =

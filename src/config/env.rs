@@ -108,6 +108,9 @@ fn apply_apps_store_env(config: &mut Config, get: &dyn Fn(&str) -> Option<String
     if let Some(v) = get("HERALD_APPS_REFRESH_INTERVAL_MS") {
         config.apps_store.refresh_interval_ms = parse_number("HERALD_APPS_REFRESH_INTERVAL_MS", &v)?;
     }
+    if let Some(v) = get("HERALD_APPS_MAX_APPS") {
+        config.apps_store.max_apps = parse_number("HERALD_APPS_MAX_APPS", &v)?;
+    }
     if let Some(v) = get("HERALD_APPS_SECRET_GRACE_SECONDS") {
         config.apps_store.secret_grace_seconds = parse_number("HERALD_APPS_SECRET_GRACE_SECONDS", &v)?;
     }

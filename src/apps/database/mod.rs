@@ -48,8 +48,13 @@ impl DatabaseApps {
             failed_refreshes: AtomicU64::new(0),
             wake: Notify::new(),
         });
-        let mut refresher =
-            Refresher { apps: apps.clone(), source, table: config.table.clone(), skipped: HashMap::new() };
+        let mut refresher = Refresher {
+            apps: apps.clone(),
+            source,
+            table: config.table.clone(),
+            max_apps: config.max_apps,
+            skipped: HashMap::new(),
+        };
         let started = std::time::Instant::now();
         refresher.refresh().await;
         let ms = started.elapsed().as_millis() as u64;
@@ -109,13 +114,14 @@ struct Refresher {
     apps: Arc<DatabaseApps>,
     source: Source,
     table: String,
+    max_apps: usize,
     skipped: HashMap<String, String>,
 }
 
 impl Refresher {
     async fn refresh(&mut self) {
         let started = std::time::Instant::now();
-        let read = match tokio::time::timeout(READ_DEADLINE, self.source.read(&self.table)).await {
+        let read = match tokio::time::timeout(READ_DEADLINE, self.source.read(&self.table, self.max_apps)).await {
             Ok(read) => read,
             Err(_) => Err(format!("no answer within {} s", READ_DEADLINE.as_secs())),
         };

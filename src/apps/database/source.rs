@@ -49,12 +49,17 @@ impl Source {
         }
     }
 
-    /// Every row of `table`, as the known columns it has.
-    pub async fn read(&self, table: &str) -> Result<Vec<Record>, String> {
-        self.read_table(table).await.map_err(|e| e.to_string())?
+    /// Every row of `table`, as the known columns it has; more than `max_rows` is an error (the
+    /// query asks for one more than that, so an oversized table is never read whole).
+    pub async fn read(&self, table: &str, max_rows: usize) -> Result<Vec<Record>, String> {
+        let records = self.read_table(table, max_rows.saturating_add(1)).await.map_err(|e| e.to_string())??;
+        if records.len() > max_rows {
+            return Err(format!("table {table:?} has more than {max_rows} rows (apps_store.max_apps)"));
+        }
+        Ok(records)
     }
 
-    async fn read_table(&self, table: &str) -> Result<Result<Vec<Record>, String>, sqlx::Error> {
+    async fn read_table(&self, table: &str, limit: usize) -> Result<Result<Vec<Record>, String>, sqlx::Error> {
         let (schema, name) = match table.split_once('.') {
             Some((schema, name)) => (Some(schema), name),
             None => (None, table),
@@ -75,7 +80,7 @@ impl Source {
                 };
                 let list: Vec<String> = columns.iter().map(|c| format!("\"{c}\"::text")).collect();
                 let quoted = quote(table, '"');
-                let sql = format!("SELECT {} FROM {quoted}", list.join(", "));
+                let sql = format!("SELECT {} FROM {quoted} LIMIT {limit}", list.join(", "));
                 let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
                 Ok(Ok(rows.iter().map(|row| record(&columns, |i| row.try_get::<Option<String>, _>(i))).collect()))
             }
@@ -94,7 +99,7 @@ impl Source {
                 };
                 let list: Vec<String> = columns.iter().map(|c| format!("CAST(`{c}` AS CHAR)")).collect();
                 let quoted = quote(table, '`');
-                let sql = format!("SELECT {} FROM {quoted}", list.join(", "));
+                let sql = format!("SELECT {} FROM {quoted} LIMIT {limit}", list.join(", "));
                 let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
                 Ok(Ok(rows.iter().map(|row| record(&columns, |i| row.try_get::<Option<String>, _>(i))).collect()))
             }
