@@ -103,3 +103,63 @@ async fn a_bad_certificate_path_stops_start_up_with_a_clear_error() {
     assert!(stderr.contains("[server.tls] cert") && stderr.contains("/nonexistent/cert.pem"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One HTTPS request, `Connection: close`: the whole answer.
+async fn https(port: u16, cert: &CertificateDer<'static>, method: &str, target: &str, body: &str) -> String {
+    let mut tls = tls_connect(port, cert).await;
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut answer)).await.unwrap().ok();
+    answer
+}
+
+/// A held `xhr_streaming` response belongs to its session's task, which writes to the socket
+/// itself: over TLS too, the stream opens, carries what `xhr_send` subscribed to, and an event.
+#[tokio::test]
+async fn an_xhr_streaming_session_works_over_tls() {
+    let certs = make_certs();
+    let port = unused_port();
+    let config = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.dir.join("cert.pem").display(),
+        certs.dir.join("key.pem").display()
+    );
+    let _server = TestServer::start_with_config(port, &config, &[]).await;
+    let query = "protocol=7&client=js&version=8.4.0&t=1&n=1";
+    let base = format!("/pusher/app/{KEY}/7/overtls");
+
+    let mut stream = tls_connect(port, &certs.cert_der).await;
+    let open = format!("POST {base}/xhr_streaming?{query} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(open.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = async |want: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            let mut chunk = [0u8; 8192];
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
+            match read.unwrap_or_else(|_| panic!("no {want} on the TLS stream: {}", String::from_utf8_lossy(&seen))) {
+                Ok(0) | Err(_) => panic!("the TLS stream ended before {want}: {}", String::from_utf8_lossy(&seen)),
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    read_until("connection_established").await;
+
+    let subscribe = r#"["{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"news\"}}"]"#;
+    let sent = https(port, &certs.cert_der, "POST", &format!("{base}/xhr_send?{query}"), subscribe).await;
+    assert!(sent.starts_with("HTTP/1.1 204"), "{sent}");
+    read_until("subscription_succeeded").await;
+
+    let body = r#"{"name":"update","channel":"news","data":"over tls"}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let path = format!("/apps/{APP_ID}/events");
+    let signed = herald::protocol::signature::sign_api_request(KEY, SECRET, "POST", &path, body.as_bytes(), &[], now);
+    let triggered = https(port, &certs.cert_der, "POST", &format!("{path}?{signed}"), body).await;
+    assert!(triggered.starts_with("HTTP/1.1 200"), "{triggered}");
+    read_until("over tls").await;
+    std::fs::remove_dir_all(&certs.dir).ok();
+}
