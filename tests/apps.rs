@@ -169,6 +169,7 @@ async fn status_of(port: u16, target: &str, headers: &[(&str, String)]) -> u16 {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n") {
+        assert!(head.len() < 4096, "no status line in 4 KiB for {target}");
         let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await;
         assert!(matches!(read, Ok(Ok(1))), "no status line for {target}: {read:?}");
         head.push(byte[0]);

@@ -45,8 +45,8 @@ async fn tls_connect(port: u16, cert: &CertificateDer<'static>) -> tokio_rustls:
         .expect("TLS handshake")
 }
 
-#[tokio::test]
-async fn serves_wss_and_https_on_one_port() {
+/// A server with TLS on its one port, with a certificate made for the test.
+async fn tls_server() -> (Certs, TestServer, u16) {
     let certs = make_certs();
     let port = unused_port();
     let config = format!(
@@ -54,7 +54,13 @@ async fn serves_wss_and_https_on_one_port() {
         certs.dir.join("cert.pem").display(),
         certs.dir.join("key.pem").display()
     );
-    let _server = TestServer::start_with_config(port, &config, &[]).await;
+    let server = TestServer::start_with_config(port, &config, &[]).await;
+    (certs, server, port)
+}
+
+#[tokio::test]
+async fn serves_wss_and_https_on_one_port() {
+    let (certs, _server, port) = tls_server().await;
 
     // wss://: the Pusher handshake over TLS.
     let tls = tls_connect(port, &certs.cert_der).await;
@@ -121,14 +127,7 @@ async fn https(port: u16, cert: &CertificateDer<'static>, method: &str, target: 
 /// itself: over TLS too, the stream opens, carries what `xhr_send` subscribed to, and an event.
 #[tokio::test]
 async fn an_xhr_streaming_session_works_over_tls() {
-    let certs = make_certs();
-    let port = unused_port();
-    let config = format!(
-        "[server]\nhost = \"127.0.0.1\"\nport = {port}\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        certs.dir.join("cert.pem").display(),
-        certs.dir.join("key.pem").display()
-    );
-    let _server = TestServer::start_with_config(port, &config, &[]).await;
+    let (certs, _server, port) = tls_server().await;
     let query = "protocol=7&client=js&version=8.4.0&t=1&n=1";
     let base = format!("/pusher/app/{KEY}/7/overtls");
 

@@ -423,8 +423,9 @@ impl Hub {
 
     /// Tells this node's presence subscribers every current member again, after an outage during
     /// which joins elsewhere may not have reached them (and joins here were answered with only the
-    /// joiner). Delivered here only: every node does this for its own clients. pusher-js treats a
-    /// member it already has as an update, so the lists end up exact.
+    /// joiner). Delivered here only: every node does this for its own clients. pusher-js keeps one
+    /// entry per member, so the lists end up exact (its `member_added` callback fires again for a
+    /// member it had). Only adds: a missed `member_removed` is not repaired here.
     async fn retell_members(&self) {
         // Cleared first: a list served without the cluster while this runs owes another round.
         self.retell_owed.store(false, Ordering::Release);

@@ -59,5 +59,8 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         listener.listen(CHANNEL).await?;
         Ok(listener)
     };
-    tokio::time::timeout(CONNECT_DEADLINE, listen).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    tokio::time::timeout(CONNECT_DEADLINE, listen).await.unwrap_or_else(|_| {
+        let late = format!("no connection listening within {} s", CONNECT_DEADLINE.as_secs());
+        Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, late)))
+    })
 }
