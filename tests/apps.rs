@@ -194,6 +194,15 @@ async fn a_rotated_secret_still_opens_the_plain_and_sse_endpoints_for_the_grace_
         let ticket = issue_ticket(secret, &format!("{}", rand::random::<u64>()), now() + 60, &request);
         async move {
             let plain = issue(secret, "u", now() + 60, None);
+            // The token in the first message, for clients that cannot set a header: 101 once
+            // welcomed, else the close code.
+            let mut by_message = Client::connect(&format!("ws://127.0.0.1:{port}/ws/{KEY}/lobby")).await;
+            by_message.send(&serde_json::json!({"type": "auth", "token": plain}).to_string()).await;
+            let first_message = match by_message.next_text(Duration::from_secs(5)).await {
+                Ok(welcome) if welcome["data"]["user"] == "u" => 101,
+                Err(Ended::Closed(Some(code))) => code,
+                other => panic!("neither welcomed nor closed: {other:?}"),
+            };
             let bearer = issue_bearer(secret, "u", now() + 60, &["private-orders"], None);
             [
                 status_of(port, &format!("/ws/{KEY}/lobby"), &[("Authorization", format!("Bearer {plain}"))]).await,
@@ -204,23 +213,24 @@ async fn a_rotated_secret_still_opens_the_plain_and_sse_endpoints_for_the_grace_
                 )
                 .await,
                 status_of(port, &format!("/sse/{KEY}?channels=private-orders&ticket={ticket}"), &[]).await,
+                first_message,
             ]
         }
     };
-    assert_eq!(statuses("old").await, [101, 200, 200]);
-    assert_eq!(statuses("forged").await, [401, 401, 401]);
+    assert_eq!(statuses("old").await, [101, 200, 200, 101]);
+    assert_eq!(statuses("forged").await, [401, 401, 401, 1008]);
 
     server.rewrite_config(&file("new"));
     server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while statuses("new").await != [101, 200, 200] {
+    while statuses("new").await != [101, 200, 200, 101] {
         assert!(Instant::now() < deadline, "the new secret was never used");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rotated = Instant::now();
-    assert_eq!(statuses("old").await, [101, 200, 200], "tokens and tickets of the old secret during the grace");
+    assert_eq!(statuses("old").await, [101, 200, 200, 101], "tokens and tickets of the old secret during the grace");
     assert!(rotated.elapsed() < Duration::from_secs(3), "the grace check ran within the grace");
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(rotated.elapsed()) + Duration::from_millis(700)).await;
-    assert_eq!(statuses("old").await, [401, 401, 401], "the old secret after the grace");
-    assert_eq!(statuses("new").await, [101, 200, 200]);
+    assert_eq!(statuses("old").await, [401, 401, 401, 1008], "the old secret after the grace");
+    assert_eq!(statuses("new").await, [101, 200, 200, 101]);
 }

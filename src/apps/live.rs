@@ -65,7 +65,13 @@ impl LiveApps {
             .map(|app| {
                 let mut app = app.clone();
                 if let Some(previous) = old.by_id.get(&app.id) {
-                    app.previous_secret = self.carried_secret(previous, &app.secret, now);
+                    app.previous_secret =
+                        self.carried_secret((&previous.secret, &previous.previous_secret), &app.secret, now);
+                    app.previous_jwt_secret = self.carried_secret(
+                        (previous.jwt_signing_secret(), &previous.previous_jwt_secret),
+                        app.jwt_signing_secret(),
+                        now,
+                    );
                 }
                 app
             })
@@ -92,15 +98,21 @@ impl LiveApps {
 }
 
 impl LiveApps {
-    /// What a new configuration of `served` keeps of its old secrets: after a rotation, the
-    /// secret being replaced (for the grace); without one, whatever `served` already kept, so an
-    /// unchanged app compares equal and keeps its `Arc`.
-    fn carried_secret(&self, served: &AppConfig, secret: &str, now: Instant) -> Option<PreviousSecret> {
-        if served.secret == secret {
-            return served.previous_secret.clone();
+    /// What a new configuration keeps of a secret `served` (the secret served now, and the one it
+    /// still accepts from before): after a rotation, the secret being replaced (for the grace);
+    /// without one, whatever was already kept, so an unchanged app compares equal and keeps its
+    /// `Arc`.
+    fn carried_secret(
+        &self,
+        (served, kept): (&str, &Option<PreviousSecret>),
+        secret: &str,
+        now: Instant,
+    ) -> Option<PreviousSecret> {
+        if served == secret {
+            return kept.clone();
         }
         (!self.secret_grace.is_zero())
-            .then(|| PreviousSecret { secret: served.secret.clone(), until: now + self.secret_grace })
+            .then(|| PreviousSecret { secret: served.to_owned(), until: now + self.secret_grace })
     }
 }
 
@@ -175,6 +187,25 @@ mod tests {
         assert_eq!(secrets(&store), ["new", "old"], "and its grace");
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(secrets(&store), ["new"], "the old secret is refused after the grace");
+
+        let jwt = |store: &LiveApps| -> Vec<String> {
+            store.by_id("1").unwrap().accepted_jwt_secrets().map(str::to_owned).collect()
+        };
+        assert_eq!(jwt(&store), ["new"], "tokens signed with the app secret follow it");
+        let with_jwt = |jwt_secret: Option<&str>, secret: &str| {
+            let mut app = AppConfig::new("1", "k", secret);
+            app.jwt_secret = jwt_secret.map(str::to_owned);
+            app
+        };
+        store.replace(&[with_jwt(Some("jwt-1"), "new")]);
+        assert_eq!(jwt(&store), ["jwt-1", "new"], "a jwt_secret set: tokens of the app secret for the grace");
+        store.replace(&[with_jwt(Some("jwt-2"), "new")]);
+        assert_eq!(jwt(&store), ["jwt-2", "jwt-1"], "jwt_secret rotated");
+        assert_eq!(secrets(&store), ["new"], "and the app secret untouched");
+        store.replace(&[with_jwt(Some("jwt-2"), "newer")]);
+        assert_eq!(jwt(&store), ["jwt-2", "jwt-1"], "an app secret rotation leaves its own jwt_secret's grace");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(jwt(&store), ["jwt-2"]);
 
         let strict = LiveApps::new(&[AppConfig::new("1", "k", "old")]);
         strict.replace(&[AppConfig::new("1", "k", "new")]);

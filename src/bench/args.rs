@@ -53,6 +53,9 @@ pub enum PayloadKind {
     /// A JSON object like an application broadcasts (an order with its customer, items and
     /// shipping), different in every event: what compression is measured on.
     Json,
+    /// A Laravel broadcast of an Eloquent model with its relations (`toArray()`: repeated keys, shared
+    /// timestamps, decimals as strings), different in every event.
+    Eloquent,
 }
 
 /// How the subscribers connect.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::counters::Counters;
 use super::latency::Latencies;
 use super::wire::{self, Wire};
-use super::{stamp, target};
+use super::{payload, stamp, target};
 use crate::protocol::signature::{channel_auth_message, make_auth};
 
 /// Frames read while waiting for one specific answer before giving up (the server sends a handful).
@@ -257,7 +257,7 @@ impl Talker {
         self.next += self.period;
         match &self.kind {
             TalkKind::ClientEvent => {
-                let data = stamp::data(self.payload_kind, stamp::now_nanos(), self.seq, self.payload);
+                let data = payload::data(self.payload_kind, stamp::now_nanos(), self.seq, self.payload);
                 let data = serde_json::to_string(&data).unwrap_or_default();
                 let frame = format!(r#"{{"event":"client-bench","channel":"{}","data":{data}}}"#, self.channel);
                 (vec![frame], 1, self.peers)

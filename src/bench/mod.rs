@@ -23,6 +23,7 @@ mod connect;
 mod counters;
 mod http;
 mod latency;
+mod payload;
 mod procfs;
 mod progress;
 mod publisher;

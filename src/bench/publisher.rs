@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::args::PayloadKind;
 use super::counters::Counters;
 use super::http::ApiClient;
-use super::stamp;
+use super::{payload, stamp};
 
 /// Events per `batch_events` request (the API's maximum).
 pub const BATCH: usize = 10;
@@ -124,7 +124,7 @@ fn batch_body(channel: &str, batch: usize, (kind, payload): (PayloadKind, usize)
         if i > 0 {
             body.push(',');
         }
-        let data = stamp::data(kind, now, seq.fetch_add(1, Relaxed), payload);
+        let data = payload::data(kind, now, seq.fetch_add(1, Relaxed), payload);
         let data = serde_json::to_string(&data).unwrap_or_default();
         body.push_str(&format!(r#"{{"channel":"{channel}","name":"bench","data":{data}}}"#));
     }

@@ -157,7 +157,11 @@ impl Report {
                 p.connections,
                 p.rate,
                 p.payload_bytes,
-                if p.payload_kind == PayloadKind::Json { " of JSON" } else { "" },
+                match p.payload_kind {
+                    PayloadKind::Padding => "",
+                    PayloadKind::Json => " of JSON",
+                    PayloadKind::Eloquent => " of Eloquent JSON",
+                },
                 p.duration_s,
                 p.room_size.map(|r| format!(", rooms of {r}")).unwrap_or_default(),
                 if p.compression { ", permessage-deflate offered" } else { "" },

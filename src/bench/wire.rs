@@ -322,17 +322,21 @@ mod tests {
         assert!(counted < text.len() as u64 / 4);
     }
 
-    /// What the bench's JSON events compress to at each size (BENCHMARKS.md), with the server's
-    /// compressor, and what one compression and one inflation take here:
+    /// What the bench's JSON events (both kinds) compress to at each size (BENCHMARKS.md), with the
+    /// server's compressor, and what one compression and one inflation take here:
     /// `cargo test --release --lib measure_json_compression -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn measure_json_compression() {
         const EVENTS: usize = 200;
-        for size in [512, 1024, 2048, 4096, 8192, 16384] {
+        use crate::bench::{args::PayloadKind, payload};
+        for (kind, size) in [PayloadKind::Json, PayloadKind::Eloquent]
+            .into_iter()
+            .flat_map(|kind| [512, 1024, 2048, 4096, 8192, 16384].map(|size| (kind, size)))
+        {
             let events: Vec<String> = (0..EVENTS as u64)
                 .map(|seq| {
-                    let data = serde_json::to_string(&crate::bench::stamp::make_json(1, seq, size)).unwrap();
+                    let data = serde_json::to_string(&payload::data(kind, 1, seq, size)).unwrap();
                     format!(r#"{{"event":"bench","channel":"bench-fanout","data":{data}}}"#)
                 })
                 .collect();
@@ -350,7 +354,7 @@ mod tests {
             let plain = events.iter().map(String::len).sum::<usize>() / EVENTS;
             let out = packed.iter().take(EVENTS).map(Vec::len).sum::<usize>() / EVENTS;
             println!(
-                "{size:>6} bytes of JSON data: {plain:>6}-byte event -> {out:>6} bytes ({}%), compress {compress:?}, inflate {inflate:?}",
+                "{kind:?} {size:>6} bytes of JSON data: {plain:>6}-byte event -> {out:>6} bytes ({}%), compress {compress:?}, inflate {inflate:?}",
                 out * 100 / plain
             );
         }

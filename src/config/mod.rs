@@ -214,6 +214,11 @@ pub struct AppConfig {
     /// `[apps_store] secret_grace_seconds`); set by the store, never read from a file.
     #[serde(skip)]
     pub previous_secret: Option<PreviousSecret>,
+    /// The secret JWTs were signed with before the last rotation ([`AppConfig::jwt_signing_secret`]
+    /// changed: a new `jwt_secret`, or a new app secret when there is none), while still accepted;
+    /// set by the store, never read from a file.
+    #[serde(skip)]
+    pub previous_jwt_secret: Option<PreviousSecret>,
 }
 
 /// A rotated-out secret and the moment it stops being accepted.
@@ -263,6 +268,7 @@ impl AppConfig {
             webhook_batch_ms: defaults::webhook_batch_ms(),
             webhook_delay_ms: defaults::webhook_delay_ms(),
             previous_secret: None,
+            previous_jwt_secret: None,
             history: Vec::new(),
         }
     }
@@ -270,20 +276,25 @@ impl AppConfig {
     /// The secrets a signature may be made with now: the current one, then the previous one while
     /// its grace lasts. Whatever Herald signs itself uses `secret`.
     pub fn accepted_secrets(&self) -> impl Iterator<Item = &str> {
-        let now = std::time::Instant::now();
-        let previous = self.previous_secret.as_ref().filter(|p| now < p.until).map(|p| p.secret.as_str());
-        std::iter::once(self.secret.as_str()).chain(previous)
+        std::iter::once(self.secret.as_str()).chain(still_accepted(&self.previous_secret))
     }
 
-    /// The secrets a JWT (the plain endpoint's, an SSE bearer's) may be signed with now: the
-    /// app's own `jwt_secret` when it has one, else the accepted app secrets, so a rotation's
-    /// grace covers the tokens signed with the old secret too.
-    pub fn accepted_jwt_secrets(&self) -> Vec<&str> {
-        match &self.jwt_secret {
-            Some(secret) => vec![secret.as_str()],
-            None => self.accepted_secrets().collect(),
-        }
+    /// The secret the app's backend signs JWTs with (the plain endpoint's, an SSE bearer's): its
+    /// own `jwt_secret` when it has one, else the app secret.
+    pub fn jwt_signing_secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(&self.secret)
     }
+
+    /// The secrets a JWT may be signed with now: [`AppConfig::jwt_signing_secret`], then the one
+    /// before it while its grace lasts, so a rotation (of `jwt_secret`, or of the secret standing
+    /// in for it) does not refuse the tokens already handed out.
+    pub fn accepted_jwt_secrets(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.jwt_signing_secret()).chain(still_accepted(&self.previous_jwt_secret))
+    }
+}
+
+fn still_accepted(previous: &Option<PreviousSecret>) -> Option<&str> {
+    previous.as_ref().filter(|p| std::time::Instant::now() < p.until).map(|p| p.secret.as_str())
 }
 
 /// Who may send client events to a channel.

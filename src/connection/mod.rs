@@ -11,6 +11,7 @@
 
 pub mod http_fallback;
 mod plain_auth;
+pub use plain_auth::verify_token;
 pub mod raw;
 pub mod sse;
 

@@ -4,7 +4,8 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::apps::App;
-use crate::protocol::token::{self, TokenError};
+use crate::protocol::signature::verify_with_any;
+use crate::protocol::token::{self, Claims, TokenError};
 use crate::session::{Exit, PLAIN_AUTH_DEADLINE};
 use crate::transport::{Message, WebSocket};
 
@@ -42,12 +43,22 @@ where
     if auth.kind != "auth" {
         return Err(Exit::Policy("Authentication required"));
     }
-    let secret = app.jwt_secret.as_deref().unwrap_or(&app.secret);
-    token::verify(&auth.token, secret, room).map(|c| c.sub).map_err(|e| {
+    verify_token(app, &auth.token, room).map(|c| c.sub).map_err(|e| {
         Exit::Policy(match e {
             TokenError::Expired => "Token expired",
             TokenError::WrongRoom => "Token not valid for this room",
             TokenError::Invalid => "Invalid token",
         })
     })
+}
+
+/// Verifies a plain-endpoint token for `room` against each secret it may be signed with (during
+/// a rotation's grace, the previous one too); the most telling refusal otherwise.
+pub fn verify_token(app: &App, token: &str, room: &str) -> Result<Claims, TokenError> {
+    verify_with_any(
+        app.accepted_jwt_secrets(),
+        |secret| token::verify(token, secret, room),
+        |e| *e == TokenError::Invalid,
+    )
+    .unwrap_or(Err(TokenError::Invalid))
 }

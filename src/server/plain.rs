@@ -19,12 +19,11 @@ use serde_json::json;
 
 use super::websocket::{accept, checked_origin, Endpoint};
 use super::AppState;
-use crate::connection::Limits;
+use crate::connection::{verify_token, Limits};
 use crate::protocol::plain::room_channel;
 use crate::protocol::position::Position;
 use crate::protocol::signature::decode_query;
-use crate::protocol::signature::verify_with_any;
-use crate::protocol::token::{self, TokenError};
+use crate::protocol::token::TokenError;
 use crate::session::PlainHandshake;
 
 /// The subprotocol browsers offer beside their `bearer.<token>`, and the one the server answers.
@@ -102,19 +101,12 @@ pub async fn upgrade(
         Err((status, message)) => return refuse(status, message),
     };
     let user_id = match token {
-        Some(token) => {
-            let verified = verify_with_any(
-                app.accepted_jwt_secrets(),
-                |secret| token::verify(&token, secret, &room),
-                |e| *e == TokenError::Invalid,
-            );
-            match verified.unwrap_or(Err(TokenError::Invalid)) {
-                Ok(claims) => Some(claims.sub),
-                Err(TokenError::Expired) => return refuse(StatusCode::UNAUTHORIZED, "Token expired"),
-                Err(TokenError::WrongRoom) => return refuse(StatusCode::FORBIDDEN, "Token not valid for this room"),
-                Err(TokenError::Invalid) => return refuse(StatusCode::UNAUTHORIZED, "Invalid token"),
-            }
-        }
+        Some(token) => match verify_token(&app, &token, &room) {
+            Ok(claims) => Some(claims.sub),
+            Err(TokenError::Expired) => return refuse(StatusCode::UNAUTHORIZED, "Token expired"),
+            Err(TokenError::WrongRoom) => return refuse(StatusCode::FORBIDDEN, "Token not valid for this room"),
+            Err(TokenError::Invalid) => return refuse(StatusCode::UNAUTHORIZED, "Invalid token"),
+        },
         None => None,
     };
     let offered_subprotocol = request
