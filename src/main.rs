@@ -8,6 +8,8 @@ use clap::Parser;
 
 use herald::cli::{start, Cli, Command, USAGE_ERROR};
 
+use std::io::Write as _;
+
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -32,14 +34,15 @@ fn main() -> std::process::ExitCode {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("herald: cannot start the runtime: {e}");
+                    let _ = writeln!(std::io::stderr(), "herald: cannot start the runtime: {e}");
                     return std::process::ExitCode::FAILURE;
                 }
             };
             match runtime.block_on(start::run(args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("herald: {e:#}");
+                    // Not `eprintln!`: a closed stderr must not turn exit code 2 into a panic's 101.
+                    let _ = writeln!(std::io::stderr(), "herald: {e:#}");
                     std::process::ExitCode::from(2)
                 }
             }

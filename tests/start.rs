@@ -118,6 +118,51 @@ async fn json_logs_are_one_object_per_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A log pipe whose reader died (`herald start 2>&1 | head -1`), or a closed stdout: the server
+/// still starts, serves, and stops on SIGTERM with 4200 to its clients and exit code 0.
+#[tokio::test]
+async fn closed_stdout_and_stderr_neither_crash_the_server_nor_stop_sigterm() {
+    let dir = workdir();
+    let port = unused_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["start", "--port", &port.to_string(), "--debug"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read ends closed: every banner and log write from now on fails with EPIPE.
+    drop((child.stdout.take(), child.stderr.take()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("herald exited at start-up with closed output: {status}");
+        }
+        assert!(Instant::now() < deadline, "herald did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
+    assert_eq!(c.recv().await["event"], "pusher:connection_established");
+    c.subscribe("logged-at-debug").await;
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(c.closed_with().await, Some(4200), "clients are told to reconnect elsewhere");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("SIGTERM did not stop a server whose stderr is closed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn start_up_refuses_a_dashboard_without_a_password_and_config_prints_a_valid_sample() {
     let dir = workdir();

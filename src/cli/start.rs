@@ -24,6 +24,11 @@ pub fn init_logging(debug: bool, format: LogFormat, log_payloads: bool) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
+        // A log line that cannot be written is lost, nothing more: by default the subscriber
+        // reports the failure with `eprintln!`, which panics on a closed stderr (a log pipe whose
+        // reader died) inside whichever task logged, such as the one that stops the server on
+        // SIGTERM.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -81,8 +86,8 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     tokio::spawn(reload_on_hangup(args, reload));
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("signal received");
         shutdown.cancel();
+        info!("signal received");
     });
     server.run().await
 }
@@ -150,31 +155,41 @@ fn read_env_file(path: Option<&std::path::Path>) -> anyhow::Result<std::collecti
     Ok(vars)
 }
 
-/// What a user needs to connect, on stdout. Secrets are shown only for the embedded demo app.
+/// What a user needs to connect, on stdout. Secrets are shown only for the embedded demo app. A
+/// closed stdout loses the banner, never the server.
 fn print_banner(config: &Config, addr: std::net::SocketAddr, tls: bool) {
+    use std::fmt::Write as _;
     let path = &config.server.path;
     let (ws, http) = if tls { ("wss", "https") } else { ("ws", "http") };
-    println!("Herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    let mut banner = String::new();
+    let _ = writeln!(banner, "Herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     for app in &config.apps {
-        println!("  app id={} key={}  ->  {ws}://{addr}{path}/app/{}", app.id, app.key, app.key);
+        let _ = writeln!(banner, "  app id={} key={}  ->  {ws}://{addr}{path}/app/{}", app.id, app.key, app.key);
     }
     if config.apps_store.driver.is_database() {
         let store = &config.apps_store;
-        println!("  apps from the {:?} table {:?}  ->  {ws}://{addr}{path}/app/{{key}}", store.driver, store.table);
+        let (driver, table) = (&store.driver, &store.table);
+        let _ = writeln!(banner, "  apps from the {driver:?} table {table:?}  ->  {ws}://{addr}{path}/app/{{key}}");
     }
     if config.uses_default_app() {
         let app = &config.apps[0];
-        println!(
+        let _ = writeln!(
+            banner,
             "  demo credentials: REVERB_APP_ID={} REVERB_APP_KEY={} REVERB_APP_SECRET={}",
             app.id, app.key, app.secret
         );
         warn!("serving the embedded demo app: set REVERB_APP_* or --config for production");
         if config.demo_loopback {
-            println!("  the demo app's secret is public: 127.0.0.1 only (--host 0.0.0.0 to serve other machines)");
+            let _ = writeln!(
+                banner,
+                "  the demo app's secret is public: 127.0.0.1 only (--host 0.0.0.0 to serve other machines)"
+            );
             warn!("the embedded demo app listens on 127.0.0.1 only: give --host or REVERB_SERVER_HOST to listen elsewhere");
         }
     }
-    println!("  HTTP API: {http}://{addr}{path}/apps/{{id}}/events   health: {http}://{addr}/up");
+    let _ = writeln!(banner, "  HTTP API: {http}://{addr}{path}/apps/{{id}}/events   health: {http}://{addr}/up");
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, banner.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
 }
 
 async fn wait_for_signal() {

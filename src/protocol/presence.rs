@@ -131,14 +131,16 @@ pub fn signin_data(user_data: &str, max_watchlist: usize) -> Result<SigninData, 
     let watchlist = match data.watchlist {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
-            if items.len() > max_watchlist {
-                return Err(InvalidUserData::WatchlistTooLong(max_watchlist));
-            }
-            let mut ids: Vec<String> = Vec::with_capacity(items.len());
+            // Duplicates count once (the list is as long as `max_message_size` lets it be).
+            let mut seen = std::collections::HashSet::with_capacity(items.len().min(max_watchlist + 1));
+            let mut ids: Vec<String> = Vec::new();
             for item in items {
                 match item {
                     Value::String(watched) if valid_user_id(&watched) => {
-                        if !ids.contains(&watched) {
+                        if seen.insert(watched.clone()) {
+                            if ids.len() == max_watchlist {
+                                return Err(InvalidUserData::WatchlistTooLong(max_watchlist));
+                            }
                             ids.push(watched);
                         }
                     }
@@ -208,6 +210,9 @@ mod tests {
             signin_data(r#"{"id":"1","watchlist":["2","3","4","5"]}"#, 3),
             Err(InvalidUserData::WatchlistTooLong(3))
         );
+        // The cap counts distinct ids: a repeated id is not one more.
+        let repeated = format!(r#"{{"id":"1","watchlist":[{}]}}"#, vec![r#""2""#; 101].join(","));
+        assert_eq!(signin_data(&repeated, 100).map(|d| d.watchlist), Ok(vec!["2".to_owned()]));
         for bad in [r#""2""#, "2", r#"{"a":"2"}"#, "[2]", r#"[""]"#, r#"["a b"]"#, r#"[["2"]]"#, "[null]"] {
             let data = format!(r#"{{"id":"1","watchlist":{bad}}}"#);
             assert_eq!(signin_data(&data, 100), Err(InvalidUserData::BadWatchlist), "{bad}");
