@@ -315,6 +315,9 @@ async fn a_ticket_opens_one_stream_once() {
         json!({"channels": ["private-encrypted-x"]}),
         json!({"channels": ["news"], "user_id": "7", "user_info": {"big": "x".repeat(2000)}}),
         json!({"channels": ["news"], "surprise": true}),
+        // A user terminate_connections could not name.
+        json!({"channels": ["news"], "user_id": "a b"}),
+        json!({"channels": ["presence-room"], "user_id": "\u{fc}n\u{ef}"}),
     ] {
         let (status, body) = ticket(&server, bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {body}");
@@ -559,6 +562,12 @@ async fn shutdown_ends_every_stream_with_4200() {
 #[tokio::test]
 async fn events_for_the_user_reach_its_stream_and_terminate_connections_ends_it() {
     let server = TestServer::start("", "").await;
+    // Only users a sign-in would accept: any other could never be terminated.
+    for sub in ["a b", "a\u{0}b", "\u{fc}n\u{ef}"] {
+        let (status, body) = open(&server, &path("news"), &[("Authorization", bearer(sub, &[], None))]).await.err().unwrap();
+        assert_eq!(status, 400, "{sub:?}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.starts_with("Invalid user id")), "{body}");
+    }
     let mut stream = open(&server, &path("news"), &[("Authorization", bearer("42", &[], None))]).await.unwrap();
     stream.opened(1).await;
     assert_eq!(server.trigger("#server-to-user-42", "hello", r#"{"to":"you"}"#).await, 200);

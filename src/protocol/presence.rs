@@ -154,7 +154,9 @@ pub fn signin_data(user_data: &str, max_watchlist: usize) -> Result<SigninData, 
     Ok(SigninData { id, watchlist })
 }
 
-fn valid_user_id(id: &str) -> bool {
+/// Whether `id` may be a signed-in user's id: what `pusher:signin` accepts, and what
+/// `terminate_connections` and `sendToUser` can then name.
+pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.bytes().all(is_user_id_char)
 }
 

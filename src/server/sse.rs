@@ -82,8 +82,16 @@ pub(crate) fn parse_channels<'a>(names: impl IntoIterator<Item = &'a str>) -> Re
     Ok(channels)
 }
 
-/// The presence member a user id and `user_info` make, with the app's size cap on the info.
+/// The presence member a user id and `user_info` make, with the app's size cap on the info. The
+/// stream counts as that user signed in, so the id must be one a sign-in accepts: else
+/// `terminate_connections` could not name it.
 pub(super) fn member(app: &App, user_id: &str, user_info: Option<&str>) -> Result<MemberData, String> {
+    if !crate::protocol::presence::valid_user_id(user_id) {
+        return Err(format!(
+            "Invalid user id: 1 to {} characters of A-Z a-z 0-9 _ - = @ , . ;",
+            crate::protocol::channel::MAX_USER_ID_LEN
+        ));
+    }
     let info = user_info.unwrap_or("null");
     let mut channel_data = String::from(r#"{"user_id":"#);
     crate::protocol::frame::push_json_string(&mut channel_data, user_id);
