@@ -28,6 +28,15 @@ async fn publishes_to_one_and_many_channels_and_reports_info() {
     // Without info: exactly `{}`.
     let body = json!({"name": "e", "channel": "a", "data": "d"}).to_string();
     assert_eq!(server.api("POST", &events_path(), &body, &[]).await, (200, json!({})));
+    assert_eq!(a.recv().await["data"], "d");
+
+    // A channel named twice is one delivery, not two.
+    let body = json!({"name": "twice", "channels": ["a", "a", "b", "a"], "data": "d", "info": "subscription_count"});
+    let (status, reply) = server.api("POST", &events_path(), &body.to_string(), &[]).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, json!({"channels": {"a": {"subscription_count": 1}, "b": {"subscription_count": 2}}}));
+    assert_eq!(a.recv().await["event"], "twice");
+    a.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -110,6 +119,10 @@ async fn refusals_have_the_right_status_and_a_json_error() {
         (413, server.api("POST", &events_path(), &json!({"name": "e", "channel": "guarded", "data": "z".repeat(30000)}).to_string(), &[]).await),
         (401, server.raw_api("POST", &events_path(), &ok_body).await),
         (404, server.raw_api("GET", "/nowhere", "").await),
+        // A known path with the wrong method.
+        (405, server.raw_api("GET", &events_path(), "").await),
+        (405, server.raw_api("POST", &format!("/sse/{KEY}"), "").await),
+        (405, server.raw_api("POST", "/up", "").await),
     ];
     for (i, (expected, (status, body))) in cases.iter().enumerate() {
         assert_eq!(status, expected, "case {i}: {body}");

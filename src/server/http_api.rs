@@ -190,8 +190,11 @@ fn validate_event(app: &App, e: EventRequest) -> Result<ValidEvent, ApiError> {
     if channels.is_empty() || channels.len() > MAX_CHANNELS_PER_EVENT {
         return Err(ApiError::bad_request(format!("An event goes to 1 to {MAX_CHANNELS_PER_EVENT} channels")));
     }
+    // A channel named twice gets the event once (and counts once in the info answer).
+    let mut named = std::collections::HashSet::with_capacity(channels.len());
     let channels = channels
         .iter()
+        .filter(|channel| named.insert(channel.as_str()))
         .map(|channel| {
             Channel::parse(channel).map_err(|err| ApiError::bad_request(format!("Invalid channel {channel:?}: {err}")))
         })

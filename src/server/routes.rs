@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
@@ -106,4 +107,10 @@ async fn up(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": "Not found"}))).into_response()
+}
+
+/// A known path asked with the wrong method: 405 with a JSON error, like every other refusal
+/// (the `Allow` header is added by the router).
+async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "Method not allowed"}))).into_response()
 }
