@@ -564,7 +564,8 @@ async fn events_for_the_user_reach_its_stream_and_terminate_connections_ends_it(
     let server = TestServer::start("", "").await;
     // Only users a sign-in would accept: any other could never be terminated.
     for sub in ["a b", "a\u{0}b", "\u{fc}n\u{ef}"] {
-        let (status, body) = open(&server, &path("news"), &[("Authorization", bearer(sub, &[], None))]).await.err().unwrap();
+        let (status, body) =
+            open(&server, &path("news"), &[("Authorization", bearer(sub, &[], None))]).await.err().unwrap();
         assert_eq!(status, 400, "{sub:?}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| e.starts_with("Invalid user id")), "{body}");
     }

@@ -163,6 +163,42 @@ async fn closed_stdout_and_stderr_neither_crash_the_server_nor_stop_sigterm() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A name a client sends with a newline in it is logged on its own line, escaped: it cannot forge
+/// a log line that `grep ERROR` would then find.
+#[tokio::test]
+async fn text_logs_escape_control_characters_from_clients() {
+    let dir = workdir();
+    let port = unused_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["start", "--port", &port.to_string(), "--debug"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
+        assert!(Instant::now() < deadline, "herald did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
+    c.recv().await;
+    let forged = "x\n2026-12-02T00:00:00.000000Z ERROR FORGED-LINE\r\u{0}";
+    c.send(&serde_json::json!({"event": "pusher:subscribe", "data": {"channel": forged}}).to_string()).await;
+    assert_eq!(c.recv().await["event"], "pusher:subscription_error", "an invalid channel name is refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("FORGED-LINE"), "the refused name is logged at debug: {logs}");
+    assert!(logs.contains("x\\n2026-12-02"), "its newline escaped: {logs}");
+    for line in logs.lines() {
+        assert!(!line.contains("ERROR FORGED") || line.contains("subscribe"), "a forged line: {line}");
+        assert!(!line.contains(['\r', '\0']), "a raw control character: {line:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn start_up_refuses_a_dashboard_without_a_password_and_config_prints_a_valid_sample() {
     let dir = workdir();

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod connect;
+mod log_lines;
 pub mod start;
 pub mod trigger;
 

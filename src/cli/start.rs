@@ -28,11 +28,11 @@ pub fn init_logging(debug: bool, format: LogFormat, log_payloads: bool) {
         // reports the failure with `eprintln!`, which panics on a closed stderr (a log pipe whose
         // reader died) inside whichever task logged, such as the one that stops the server on
         // SIGTERM.
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // One event, one line: peer-given names cannot forge lines (see `log_lines`).
+        LogFormat::Text => builder.with_writer(super::log_lines::EscapedStderr { keep_escape: ansi }).init(),
+        LogFormat::Json => builder.with_writer(std::io::stderr).json().init(),
     }
 }
 
