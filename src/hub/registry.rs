@@ -55,7 +55,20 @@ struct AppChannels {
     sockets: DashMap<SocketId, Outbound>,
     /// Last event of each cache channel, with when it was published.
     cache: DashMap<Box<str>, (Frame, Instant)>,
+    /// While `cache` is full: when expired entries were last swept out, and the warning's throttle.
+    cache_full: Mutex<CacheFull>,
 }
+
+/// A full cache is swept at most once a second (a sweep walks every entry, and clients can publish
+/// to cache channels) and warned about at most every 10 s, with how many events it refused since.
+struct CacheFull {
+    swept: Option<Instant>,
+    warned: Option<Instant>,
+    refused: u64,
+}
+
+const CACHE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+const CACHE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Local subscriptions of every app in use on this node.
 pub struct Registry {
@@ -109,6 +122,7 @@ impl AppChannels {
             connections: AtomicUsize::new(0),
             sockets: DashMap::new(),
             cache: DashMap::new(),
+            cache_full: Mutex::new(CacheFull { swept: None, warned: None, refused: 0 }),
         }
     }
 
@@ -425,12 +439,24 @@ impl Registry {
 
     fn remember_in(app: &AppChannels, channel: &str, frame: &Frame) {
         if app.cache.len() >= MAX_CACHED_CHANNELS && !app.cache.contains_key(channel) {
-            app.cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            let Ok(mut full) = app.cache_full.lock() else { return };
+            let due = |at: Option<Instant>, every: Duration| at.is_none_or(|at| at.elapsed() >= every);
+            if due(full.swept, CACHE_SWEEP_EVERY) {
+                app.cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+                full.swept = Some(Instant::now());
+            }
             if app.cache.len() >= MAX_CACHED_CHANNELS {
-                tracing::warn!(
-                    channel,
-                    "cache channel not remembered: {MAX_CACHED_CHANNELS} cache channels already are"
-                );
+                full.refused += 1;
+                if due(full.warned, CACHE_WARN_EVERY) {
+                    tracing::warn!(
+                        channel,
+                        refused = full.refused,
+                        "cache channel not remembered: {MAX_CACHED_CHANNELS} cache channels already are \
+                         (refused is the count since the last such line)"
+                    );
+                    full.warned = Some(Instant::now());
+                    full.refused = 0;
+                }
                 return;
             }
         }
@@ -605,6 +631,30 @@ mod tests {
         assert!(reg.add_local_user("a", "presence-x", "bob"));
         assert!(reg.remove_local_user("a", "presence-x", "bob"));
         assert_eq!(reg.total_channels(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_refuses_new_channels_and_warns_and_sweeps_at_most_once_a_second() {
+        let app = AppChannels::new(&AppConfig::new("a", "k", "s"));
+        let frame = Frame::event("e", "cache-x", "d");
+        for i in 0..MAX_CACHED_CHANNELS {
+            Registry::remember_in(&app, &format!("cache-{i}"), &frame);
+        }
+        for i in 0..100 {
+            Registry::remember_in(&app, &format!("cache-new-{i}"), &frame);
+        }
+        assert_eq!(app.cache.len(), MAX_CACHED_CHANNELS, "a new channel is refused while all are fresh");
+        assert!(app.cache.contains_key("cache-0") && !app.cache.contains_key("cache-new-0"));
+        let full = app.cache_full.lock().unwrap();
+        // The first refusal warned (and reset the count); the 99 after it are counted for the next line.
+        assert_eq!(full.refused, 99);
+        assert!(full.swept.is_some() && full.warned.is_some());
+        drop(full);
+        Registry::remember_in(&app, "cache-7", &Frame::event("e", "cache-7", "newer"));
+        assert!(
+            app.cache.get("cache-7").is_some_and(|c| c.0 == Frame::event("e", "cache-7", "newer")),
+            "a known channel still updates"
+        );
     }
 
     #[tokio::test]
