@@ -98,13 +98,22 @@ async fn sighup_applies_a_changed_limit_to_new_connections_and_refuses_an_invali
 /// `herald config --check FILE`: its exit code and what it printed, within a deadline (it must
 /// not start a server).
 fn check(file_text: &str) -> (i32, String) {
+    check_beside(file_text, None)
+}
+
+/// `herald config --check` run in a directory of its own, with `dotenv` as its `./.env`.
+fn check_beside(file_text: &str, dotenv: Option<&str>) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("herald-check-{}-{}", std::process::id(), rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("herald.toml");
     std::fs::write(&path, file_text).unwrap();
+    if let Some(dotenv) = dotenv {
+        std::fs::write(dir.join(".env"), dotenv).unwrap();
+    }
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["config", "--check"])
         .arg(&path)
+        .current_dir(&dir)
         .env_remove("REVERB_APP_ID")
         .env_remove("HERALD_APPS_DRIVER")
         .env_remove("DATABASE_URL")
@@ -149,6 +158,15 @@ fn config_check_validates_a_file_without_starting() {
     assert!(out.contains("apps_store.url"), "{out}");
     let (code, out) = check("[apps_store]\ndriver = \"postgres\"\nurl = \"postgres://h@127.0.0.1/db\"\n");
     assert_eq!(code, 0, "a database store needs no [[apps]]: {out}");
+
+    // The `.env` beside it counts, as it does for `herald start`.
+    let laravel = "REVERB_APP_ID=555\nREVERB_APP_KEY=k555\nREVERB_APP_SECRET=s555\n";
+    let (code, out) = check_beside("", Some(laravel));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 app(s): 555"), "{out}");
+    let (code, out) = check_beside("", Some(&format!("{laravel}REVERB_APP_MAX_MESSAGE_SIZE=5\n")));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("max_message_size"), "{out}");
 }
 
 /// The status line's code of a GET `target` with `headers` (a WebSocket upgrade for `/ws/...`).

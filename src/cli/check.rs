@@ -1,5 +1,5 @@
 //! `herald config`: prints the sample configuration, or with `--check FILE` loads a file the way
-//! `herald start` would (with the environment on top) and says whether it would start, without
+//! `herald start` would (with the environment and `.env` on top) and says whether it would start, without
 //! starting. Run it before sending SIGHUP: a file it refuses, a running server refuses too.
 
 use std::path::PathBuf;
@@ -13,6 +13,10 @@ pub struct ConfigArgs {
     /// it is valid, 1 with the reason when not.
     #[arg(long, value_name = "FILE")]
     pub check: Option<PathBuf>,
+    /// The `.env` file `herald start` would read (default: `./.env` when it exists), checked with
+    /// the file.
+    #[arg(long, value_name = "FILE", requires = "check")]
+    pub env_file: Option<PathBuf>,
 }
 
 pub fn main(args: ConfigArgs) -> ExitCode {
@@ -20,7 +24,15 @@ pub fn main(args: ConfigArgs) -> ExitCode {
         print!("{SAMPLE}");
         return ExitCode::SUCCESS;
     };
-    let env = |name: &str| std::env::var(name).ok();
+    // What `start` reads, in the same order: the process environment first, then the `.env` file.
+    let dotenv = match super::start::read_env_file(args.env_file.as_deref()) {
+        Ok(dotenv) => dotenv,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
     match Config::load(Some(&path), &env, &Overrides::default()) {
         Ok(config) => {
             let store = &config.apps_store;

@@ -137,7 +137,9 @@ async fn reload_on_hangup(args: StartArgs, reload: Reload) {
 
 /// Reads a `.env` file without touching the process environment; a missing default `./.env` is fine,
 /// a missing file named with `--env-file` is an error.
-fn read_env_file(path: Option<&std::path::Path>) -> anyhow::Result<std::collections::HashMap<String, String>> {
+pub(super) fn read_env_file(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let (path, required) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (std::path::PathBuf::from(".env"), false),
