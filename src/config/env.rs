@@ -51,11 +51,15 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
     let credentials = [get("REVERB_APP_ID"), get("REVERB_APP_KEY"), get("REVERB_APP_SECRET")];
     if credentials.iter().any(Option::is_some) {
         let names = ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"];
+        let set: Vec<&str> = credentials.iter().zip(names).filter(|(v, _)| v.is_some()).map(|(_, n)| n).collect();
         for (value, name) in credentials.iter().zip(names) {
             if value.is_none() {
                 return Err(ConfigError::Env {
                     name,
-                    message: "must be set together with REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET".into(),
+                    message: format!(
+                        "is missing, but {} is set: REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET go together",
+                        set.join(" and ")
+                    ),
                 });
             }
         }
