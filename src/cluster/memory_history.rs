@@ -7,9 +7,11 @@
 //! node's previous life, whose memory is gone) is older than the floor, so its reader is told to
 //! reset rather than given silence.
 //!
-//! Memory is bounded three ways: `size` per channel, [`MAX_CHANNELS_PER_APP`] history channels and
-//! [`MAX_EVENTS_PER_APP`] events per app (past it, a channel gives up its own oldest event for each
-//! new one), and rings left empty for their TTL are dropped.
+//! Memory is bounded four ways: `size` per channel, [`MAX_CHANNELS_PER_APP`] history channels,
+//! [`MAX_EVENTS_PER_APP`] events and [`MAX_BYTES_PER_APP`] bytes of frames per app (past either, a
+//! channel gives up its own oldest events for each new one: clients can write history with client
+//! events, so the cap must hold however large their messages are), and rings left empty for their
+//! TTL are dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,6 +30,9 @@ use crate::protocol::Frame;
 pub const MAX_CHANNELS_PER_APP: usize = 10_000;
 /// Most events kept over all of one app's history channels.
 pub const MAX_EVENTS_PER_APP: usize = 1_000_000;
+/// Most bytes of frames kept over all of one app's history channels. A channel's newest event is
+/// always kept, so the bound is this plus one event per channel.
+pub const MAX_BYTES_PER_APP: usize = 64 << 20;
 /// Appends between two sweeps of an app's idle rings.
 const SWEEP_EVERY: u64 = 4096;
 
@@ -43,30 +48,40 @@ impl Ring {
         self.events.back().and_then(|(f, _)| f.history()).map_or(self.floor, |(_, p)| p)
     }
 
-    /// Forgets the oldest event; returns whether there was one.
-    fn pop(&mut self) -> bool {
+    /// Forgets the oldest event, counting it into `gone`; false when there was none.
+    fn pop(&mut self, gone: &mut Freed) -> bool {
         let Some((frame, _)) = self.events.pop_front() else { return false };
         if let Some((_, position)) = frame.history() {
             self.floor = position;
         }
+        gone.events += 1;
+        gone.bytes += frame.len();
         true
     }
 
-    /// Forgets events older than `ttl`; returns how many.
-    fn expire(&mut self, ttl: Duration, now: Instant) -> usize {
-        let mut gone = 0;
+    /// Forgets events older than `ttl`.
+    fn expire(&mut self, ttl: Duration, now: Instant) -> Freed {
+        let mut gone = Freed::default();
         while self.events.front().is_some_and(|(_, at)| now.duration_since(*at) >= ttl) {
-            self.pop();
-            gone += 1;
+            self.pop(&mut gone);
         }
         gone
     }
+}
+
+/// What forgetting events gave back.
+#[derive(Default, Clone, Copy)]
+struct Freed {
+    events: usize,
+    bytes: usize,
 }
 
 #[derive(Default)]
 struct AppHistory {
     rings: HashMap<Box<str>, Ring>,
     events: usize,
+    /// Bytes of the frames kept.
+    bytes: usize,
     appends: u64,
 }
 
@@ -85,13 +100,20 @@ impl AppHistory {
 
     /// Drops expired events everywhere, and rings that stayed empty for `ttl` (the longest rule's).
     fn sweep(&mut self, ttl_of: impl Fn(&str) -> Duration, now: Instant) {
-        let mut gone = 0;
+        let mut gone = Freed::default();
         self.rings.retain(|name, ring| {
             let ttl = ttl_of(name);
-            gone += ring.expire(ttl, now);
+            let freed = ring.expire(ttl, now);
+            gone.events += freed.events;
+            gone.bytes += freed.bytes;
             !ring.events.is_empty() || now.duration_since(ring.touched) < ttl
         });
-        self.events -= gone.min(self.events);
+        self.forget(gone);
+    }
+
+    fn forget(&mut self, gone: Freed) {
+        self.events -= gone.events.min(self.events);
+        self.bytes -= gone.bytes.min(self.bytes);
     }
 }
 
@@ -132,6 +154,12 @@ impl MemoryHistory {
     pub fn kept(&self, app_id: &str) -> usize {
         self.inner.lock().map(|i| i.apps.get(app_id).map_or(0, |a| a.events)).unwrap_or(0)
     }
+
+    /// Bytes of frames kept for `app_id`.
+    #[cfg(test)]
+    fn kept_bytes(&self, app_id: &str) -> usize {
+        self.inner.lock().map(|i| i.apps.get(app_id).map_or(0, |a| a.bytes)).unwrap_or(0)
+    }
 }
 
 #[async_trait]
@@ -155,22 +183,29 @@ impl History for MemoryHistory {
             let ttl_of = |name: &str| ttls.get(&(app_id.clone(), name.into())).copied().unwrap_or(ttl);
             app.sweep(ttl_of, now);
         }
-        let over_cap = app.events >= MAX_EVENTS_PER_APP;
+        let (over_events, bytes_before) = (app.events >= MAX_EVENTS_PER_APP, app.bytes);
         let name = broadcast.channel.name.as_str();
         let ring_is_new = !app.rings.contains_key(name);
         let Some(ring) = app.ring(name, || floor_if_new) else {
             warn!(app_id = %broadcast.app_id, "history not kept: {MAX_CHANNELS_PER_APP} channels already keep one");
             return Appended::Deliver(broadcast);
         };
-        let mut gone = ring.expire(ttl, now);
-        while ring.events.len() >= rule.size || (over_cap && gone == 0 && !ring.events.is_empty()) {
-            ring.pop();
-            gone += 1;
-        }
         let frame = broadcast.frame.at_position(name, position);
+        let bytes_left = MAX_BYTES_PER_APP.saturating_sub(frame.len());
+        let mut gone = ring.expire(ttl, now);
+        while ring.events.len() >= rule.size
+            || (over_events && gone.events == 0)
+            || bytes_before.saturating_sub(gone.bytes) > bytes_left
+        {
+            if !ring.pop(&mut gone) {
+                break;
+            }
+        }
         ring.events.push_back((frame.clone(), now));
         ring.touched = now;
-        app.events = app.events + 1 - gone.min(app.events + 1);
+        app.events += 1;
+        app.bytes += frame.len();
+        app.forget(gone);
         if ring_is_new {
             inner.ttls.insert((broadcast.app_id.clone(), name.into()), ttl);
         }
@@ -206,7 +241,7 @@ impl History for MemoryHistory {
         };
         let more = events.len() > limit;
         let replay = Replay { events: events.into_iter().take(limit).cloned().collect(), reset, head, more };
-        app.events -= gone.min(app.events);
+        app.forget(gone);
         Ok(replay)
     }
 }
@@ -282,6 +317,31 @@ mod tests {
         assert!(before_restart.reset, "a position from before this ring began");
         let future = Position { ms: u64::MAX, seq: 0 };
         assert!(h.read("1", "chat-a", &r, Some(future), 100).await.unwrap().reset, "a position never handed out");
+    }
+
+    #[tokio::test]
+    async fn bytes_are_bounded_per_app_however_large_the_events() {
+        let h = MemoryHistory::new();
+        let r = rule(100, 60);
+        let big = "x".repeat(10_000);
+        let channels = 100;
+        // 4x the cap in 10 KB events over 100 channels, whose `size` alone would allow 1.5x the cap.
+        let events = 4 * MAX_BYTES_PER_APP / big.len() / channels * channels;
+        for n in 0..events {
+            let name = format!("chat-{}", n % channels);
+            let broadcast = Broadcast {
+                channel: Channel::parse(&name).unwrap(),
+                frame: Frame::event("e", &name, &big),
+                ..event(n)
+            };
+            h.append(broadcast, &r).await;
+        }
+        let (kept, bytes) = (h.kept("1"), h.kept_bytes("1"));
+        assert!(bytes <= MAX_BYTES_PER_APP, "{bytes} bytes kept");
+        assert!(bytes > MAX_BYTES_PER_APP - 2 * 10_100, "the cap is used, not emptied: {bytes}");
+        assert!(kept < channels * 100 && kept > 1000, "each channel keeps its newest events: {kept}");
+        let newest = h.read("1", "chat-7", &r, None, 1000).await.unwrap();
+        assert!(!newest.events.is_empty() && newest.events.len() < 100, "{}", newest.events.len());
     }
 
     #[tokio::test]
