@@ -36,7 +36,9 @@ async fn publishes_to_one_and_many_channels_and_reports_info() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply, json!({"channels": {"a": {"subscription_count": 1}, "b": {"subscription_count": 2}}}));
     assert_eq!(a.recv().await["event"], "twice");
+    assert_eq!(b.recv().await["event"], "twice");
     a.expect_silence(Duration::from_millis(300)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]

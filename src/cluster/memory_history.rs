@@ -8,17 +8,19 @@
 //! reset rather than given silence.
 //!
 //! Memory is bounded four ways: `size` per channel, [`MAX_CHANNELS_PER_APP`] history channels,
-//! [`MAX_EVENTS_PER_APP`] events and [`MAX_BYTES_PER_APP`] bytes of frames per app (past either, a
-//! channel gives up its own oldest events for each new one: clients can write history with client
+//! [`MAX_EVENTS_PER_APP`] events and [`MAX_BYTES_PER_APP`] bytes of event text per app (past either,
+//! a channel gives up its own oldest events for each new one, and a channel with none to give up
+//! keeps nothing new until the app is under the cap again: clients can write history with client
 //! events, so the cap must hold however large their messages are), and rings left empty for their
-//! TTL are dropped.
+//! TTL are dropped. A ring keeps bare copies of its frames (text only), so the compressed and
+//! SSE forms a delivery renders are not kept with them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::history::{Appended, History, Replay};
 use super::{Broadcast, ClusterError, ClusterResult};
@@ -30,8 +32,7 @@ use crate::protocol::Frame;
 pub const MAX_CHANNELS_PER_APP: usize = 10_000;
 /// Most events kept over all of one app's history channels.
 pub const MAX_EVENTS_PER_APP: usize = 1_000_000;
-/// Most bytes of frames kept over all of one app's history channels. A channel's newest event is
-/// always kept, so the bound is this plus one event per channel.
+/// Most bytes of event text kept over all of one app's history channels.
 pub const MAX_BYTES_PER_APP: usize = 64 << 20;
 /// Appends between two sweeps of an app's idle rings.
 const SWEEP_EVERY: u64 = 4096;
@@ -201,7 +202,13 @@ impl History for MemoryHistory {
                 break;
             }
         }
-        ring.events.push_back((frame.clone(), now));
+        if bytes_before.saturating_sub(gone.bytes) > bytes_left {
+            // Nothing of its own left to give up: the other channels hold the cap.
+            app.forget(gone);
+            debug!(app_id = %broadcast.app_id, channel = name, "history not kept: {MAX_BYTES_PER_APP} bytes already are");
+            return Appended::Deliver(broadcast);
+        }
+        ring.events.push_back((frame.bare_copy(), now));
         ring.touched = now;
         app.events += 1;
         app.bytes += frame.len();
@@ -240,7 +247,8 @@ impl History for MemoryHistory {
             }
         };
         let more = events.len() > limit;
-        let replay = Replay { events: events.into_iter().take(limit).cloned().collect(), reset, head, more };
+        let replay =
+            Replay { events: events.into_iter().take(limit).map(Frame::bare_copy).collect(), reset, head, more };
         app.forget(gone);
         Ok(replay)
     }
@@ -342,6 +350,37 @@ mod tests {
         assert!(kept < channels * 100 && kept > 1000, "each channel keeps its newest events: {kept}");
         let newest = h.read("1", "chat-7", &r, None, 1000).await.unwrap();
         assert!(!newest.events.is_empty() && newest.events.len() < 100, "{}", newest.events.len());
+    }
+
+    #[tokio::test]
+    async fn a_channel_with_nothing_to_give_up_keeps_nothing_while_the_cap_is_held() {
+        let h = MemoryHistory::new();
+        let big = "x".repeat(100_000);
+        let hog = |name: &str| Broadcast {
+            channel: Channel::parse(name).unwrap(),
+            frame: Frame::event("e", name, &big),
+            ..event(0)
+        };
+        // One channel takes the whole cap (its `size` allows 10x the cap).
+        for _ in 0..MAX_BYTES_PER_APP / big.len() + 10 {
+            h.append(hog("chat-hog"), &rule(10_000, 60)).await;
+        }
+        let held = h.kept_bytes("1");
+        assert!(held <= MAX_BYTES_PER_APP && held > MAX_BYTES_PER_APP - 2 * big.len(), "{held}");
+        // 100 new channels, each with nothing of its own: none of them pushes the app over.
+        for n in 0..100 {
+            match h.append(hog(&format!("chat-new-{n}")), &rule(10, 60)).await {
+                Appended::Deliver(b) => assert!(b.frame.history().is_none(), "delivered, not kept"),
+                Appended::Sent => panic!("memory delivers itself"),
+            }
+        }
+        assert_eq!(h.kept_bytes("1"), held, "still within the cap");
+        // The hog still rolls: its own oldest makes room for its newest.
+        match h.append(hog("chat-hog"), &rule(10_000, 60)).await {
+            Appended::Deliver(b) => assert!(b.frame.history().is_some(), "kept"),
+            Appended::Sent => panic!("memory delivers itself"),
+        }
+        assert!(h.kept_bytes("1") <= MAX_BYTES_PER_APP);
     }
 
     #[tokio::test]

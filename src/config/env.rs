@@ -57,8 +57,9 @@ pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> R
                 return Err(ConfigError::Env {
                     name,
                     message: format!(
-                        "is missing, but {} is set: REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET go together",
-                        set.join(" and ")
+                        "is missing, but {} {} set: REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET go together",
+                        set.join(" and "),
+                        if set.len() == 1 { "is" } else { "are" }
                     ),
                 });
             }

@@ -648,7 +648,17 @@ mod tests {
         let full = app.cache_full.lock().unwrap();
         // The first refusal warned (and reset the count); the 99 after it are counted for the next line.
         assert_eq!(full.refused, 99);
-        assert!(full.swept.is_some() && full.warned.is_some());
+        let (swept, warned) = (full.swept, full.warned);
+        assert!(swept.is_some() && warned.is_some());
+        drop(full);
+        // An entry that expired meanwhile is not swept out within the second: no sweep per event.
+        if let Some(mut entry) = app.cache.get_mut("cache-1") {
+            entry.1 = Instant::now().checked_sub(CACHE_TTL + Duration::from_secs(1)).unwrap_or(entry.1);
+        }
+        Registry::remember_in(&app, "cache-new-late", &frame);
+        assert!(app.cache.contains_key("cache-1") && !app.cache.contains_key("cache-new-late"));
+        let full = app.cache_full.lock().unwrap();
+        assert_eq!((full.swept, full.warned, full.refused), (swept, warned, 100), "neither swept nor warned again");
         drop(full);
         Registry::remember_in(&app, "cache-7", &Frame::event("e", "cache-7", "newer"));
         assert!(

@@ -75,6 +75,13 @@ impl Frame {
         Self::with_history(Bytes::from(out), Some(Box::new((channel.into(), position))))
     }
 
+    /// The same text and history position, without the forms rendered from it so far (compressed,
+    /// SSE, `xhr_streaming`): what a history keeps, so that a kept event costs its text only,
+    /// whatever transports it was sent on.
+    pub fn bare_copy(&self) -> Frame {
+        Self::with_history(self.0.text.clone(), self.0.history.clone())
+    }
+
     /// A frame read back from the cluster's history (its text already has its `"position"`).
     pub fn kept_at(text: Bytes, channel: &str, position: Position) -> Option<Frame> {
         std::str::from_utf8(&text).ok()?;
