@@ -43,6 +43,34 @@ async fn start_in(dir: &std::path::Path, args: &[&str], port: u16) -> std::proce
     }
 }
 
+/// `herald start --debug` on `port` in `dir`, with `extra` flags and the given output pipes.
+fn start_debug(dir: &std::path::Path, port: u16, extra: &[&str], out: Stdio, err: Stdio) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["start", "--port", &port.to_string(), "--debug"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (15 s at most) until `/up` answers; fails, and stops the child, if it exits or never does.
+async fn wait_until_up(port: u16, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("herald exited at start-up: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_laravel_env_file_in_the_working_directory_configures_the_app() {
     let dir = workdir();
@@ -86,22 +114,9 @@ async fn a_laravel_env_file_in_the_working_directory_configures_the_app() {
 async fn json_logs_are_one_object_per_line() {
     let dir = workdir();
     let port = unused_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--log-format", "json", "--debug"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("herald did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let json = ["--host", "127.0.0.1", "--log-format", "json"];
+    let mut child = start_debug(&dir, port, &json, Stdio::null(), Stdio::piped());
+    wait_until_up(port, &mut child).await;
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
     c.recv().await;
     drop(c);
@@ -124,23 +139,10 @@ async fn json_logs_are_one_object_per_line() {
 async fn closed_stdout_and_stderr_neither_crash_the_server_nor_stop_sigterm() {
     let dir = workdir();
     let port = unused_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["start", "--port", &port.to_string(), "--debug"])
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_debug(&dir, port, &[], Stdio::piped(), Stdio::piped());
     // The read ends closed: every banner and log write from now on fails with EPIPE.
     drop((child.stdout.take(), child.stderr.take()));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("herald exited at start-up with closed output: {status}");
-        }
-        assert!(Instant::now() < deadline, "herald did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_up(port, &mut child).await;
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
     assert_eq!(c.recv().await["event"], "pusher:connection_established");
     c.subscribe("logged-at-debug").await;
@@ -169,18 +171,8 @@ async fn closed_stdout_and_stderr_neither_crash_the_server_nor_stop_sigterm() {
 async fn text_logs_escape_control_characters_from_clients() {
     let dir = workdir();
     let port = unused_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["start", "--port", &port.to_string(), "--debug"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while reqwest::get(format!("http://127.0.0.1:{port}/up")).await.is_err() {
-        assert!(Instant::now() < deadline, "herald did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = start_debug(&dir, port, &[], Stdio::null(), Stdio::piped());
+    wait_until_up(port, &mut child).await;
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/app/{KEY}?protocol=7")).await;
     c.recv().await;
     let forged = "x\n2026-12-02T00:00:00.000000Z ERROR FORGED-LINE\r\u{0}";
